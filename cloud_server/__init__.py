@@ -1,0 +1,1 @@
+"""The cloud half: FastAPI over ONNX Runtime task decoders, with dynamic batching."""

@@ -1,0 +1,155 @@
+"""The FastAPI app: thin routes over the data plane. Build it with ``create_app(settings)``.
+
+Routes: native msgpack ``/v1/*``, health ``/healthz`` ``/readyz``, Prometheus ``/metrics``,
+the Open Inference Protocol v2 under ``/v2`` (``oip.py``) and the admin API under
+``/admin`` (``admin.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from cloud_server.auth import Access, KeyRing, keyring_from
+from cloud_server.dataplane import DataPlane
+from cloud_server.errors import install_error_handlers
+from cloud_server.metrics import Metrics
+from cloud_server.settings import CloudSettings
+from shared.bundle import MANIFEST_FILE
+from shared.errors import PayloadTooLarge
+from shared.protocol import CONTENT_TYPE, Limits, check_content_type, pack_response, unpack_request
+
+__all__ = ["create_app", "read_body", "require"]
+
+log = logging.getLogger("cloud_server")
+
+
+def get_plane(request: Request) -> DataPlane:
+    plane: DataPlane = request.app.state.plane
+    return plane
+
+
+Plane = Annotated[DataPlane, Depends(get_plane)]
+
+
+def require(access: Access) -> Callable[[Request], None]:
+    """A dependency that checks the bearer token for ``access``."""
+
+    def check(request: Request) -> None:
+        keys: KeyRing = request.app.state.keys
+        keys.check(request, access)
+
+    return check
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to pass ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes is over the {limit}-byte limit; send fewer samples")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is over the {limit}-byte limit; send fewer samples per request")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def find_bundles(repository: Path) -> list[Path]:
+    """Every directory below ``repository`` that holds a manifest."""
+    return sorted(path.parent for path in repository.rglob(MANIFEST_FILE))
+
+
+def create_app(settings: CloudSettings | None = None) -> FastAPI:
+    settings = settings or CloudSettings()
+    limits = Limits(
+        max_body_bytes=settings.max_body_bytes, max_batch=settings.max_batch, max_tasks=settings.max_tasks
+    )
+    metrics = Metrics()
+    plane = DataPlane(settings, metrics)
+    keys = keyring_from(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        paths = [settings.bundle] if settings.bundle is not None else []
+        if settings.repository is not None:
+            paths += find_bundles(settings.repository)
+        for path in paths:
+            await plane.load(path)
+        yield
+        plane.draining = True
+        await plane.close()
+
+    app = FastAPI(title="Device Tuning cloud", version="0.1.0", lifespan=lifespan)
+    app.state.plane = plane
+    app.state.settings = settings
+    app.state.keys = keys
+    app.state.metrics = metrics
+    app.state.limits = limits
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        request.state.request_id = request_id
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        elapsed = time.perf_counter() - started
+        metrics.requests.labels(path, str(response.status_code)).inc()
+        metrics.latency.labels(path).observe(elapsed)
+        response.headers["X-Request-ID"] = request_id
+        response.headers["Server-Timing"] = f"total;dur={elapsed * 1000:.2f}"
+        if response.status_code >= 400 or log.isEnabledFor(logging.DEBUG):
+            log.info("%s %s %d %.1fms", request.method, request.url.path, response.status_code, elapsed * 1000,
+                     extra={"request_id": request_id})
+        return response
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Live: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(plane: Plane) -> JSONResponse:
+        """Ready: at least one bundle is loaded and its decoders warmed, and not shutting down."""
+        if not plane.ready:
+            return JSONResponse({"status": "not ready", "models": plane.list_keys()}, status_code=503)
+        return JSONResponse({"status": "ready", "models": plane.list_keys()})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/bundles", dependencies=[Depends(require(Access.INFERENCE))])
+    async def bundles(plane: Plane) -> list[dict[str, Any]]:
+        """Every served bundle: tasks, representation spec, fingerprint."""
+        return [served.describe() for served in plane.models.values()]
+
+    @app.post("/v1/predict", response_class=Response, dependencies=[Depends(require(Access.INFERENCE))])
+    async def predict(request: Request, plane: Plane) -> Response:
+        """msgpack PredictRequest in, msgpack PredictResponse out."""
+        check_content_type(request.headers.get("content-type"))
+        body = await read_body(request, limits.max_body_bytes)
+        metrics.received.labels("/v1/predict").inc(len(body))
+        answer = await plane.predict(unpack_request(body, limits))
+        return Response(pack_response(answer), media_type=CONTENT_TYPE)
+
+    from cloud_server.admin import admin_router
+    from cloud_server.oip import oip_public_router, oip_router
+
+    app.include_router(admin_router, dependencies=[Depends(require(Access.ADMIN))])
+    app.include_router(oip_public_router)
+    app.include_router(oip_router, dependencies=[Depends(require(Access.INFERENCE))])
+    return app

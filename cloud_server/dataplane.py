@@ -1,0 +1,165 @@
+"""The data plane: which bundles are served, and predict() over them, for any protocol.
+
+Bundles are keyed by (name, version). A request names a device fingerprint, not a
+bundle: it is served by the newest loaded version with that fingerprint, so a version
+that adds a tuned task takes over the traffic of the devices it is compatible with.
+Loading a version is atomic: the new one is warmed before it is swapped in, and the old
+one finishes what it accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from cloud_server.batcher import Batcher, BatchOutcome
+from cloud_server.metrics import Metrics
+from cloud_server.runtime import CloudBundle, Decoded
+from cloud_server.settings import CloudSettings
+from shared.errors import BundleError, FingerprintMismatch, Overloaded
+from shared.predictions import to_predictions
+from shared.protocol import PredictRequest, PredictResponse, Timing
+
+__all__ = ["DataPlane", "Served"]
+
+log = logging.getLogger("cloud_server")
+
+
+@dataclass
+class Served:
+    bundle: CloudBundle
+    batcher: Batcher
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.bundle.manifest.name, self.bundle.manifest.version
+
+    def describe(self) -> dict[str, Any]:
+        manifest = self.bundle.manifest
+        return {
+            "name": manifest.name,
+            "version": manifest.version,
+            "fingerprint": manifest.device_fingerprint,
+            "representation": manifest.representation.model_dump(mode="json", exclude={"entropy"}),
+            "tasks": [t.model_dump(mode="json", exclude={"file"}) for t in manifest.tasks],
+        }
+
+
+class DataPlane:
+    def __init__(self, settings: CloudSettings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.models: dict[tuple[str, int], Served] = {}
+        self.draining = False
+        self._lock = asyncio.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.models) and not self.draining
+
+    async def load(self, path: str | Path) -> Served:
+        """Load, warm and swap in the bundle at ``path``; the old same-version copy drains."""
+        async with self._lock:
+            bundle = await asyncio.to_thread(self._open, Path(path))
+            batcher = Batcher(
+                bundle,
+                self.settings.max_batch_size,
+                self.settings.max_queue_delay_ms,
+                self.settings.max_queue,
+            )
+            batcher.start()
+            served = Served(bundle, batcher)
+            old = self.models.get(served.key)
+            self.models[served.key] = served
+            log.info("serving %s v%d from %s", *served.key, path)
+        if old is not None:
+            await old.batcher.stop()
+        return served
+
+    def _open(self, path: Path) -> CloudBundle:
+        bundle = CloudBundle(path, threads=self.settings.threads)
+        bundle.warm_up()
+        return bundle
+
+    async def unload(self, name: str, version: int) -> None:
+        async with self._lock:
+            served = self.models.pop((name, version), None)
+        if served is None:
+            raise BundleError(f"{name} v{version} is not loaded; loaded: {self.list_keys()}")
+        await served.batcher.stop()
+
+    async def close(self) -> None:
+        for served in list(self.models.values()):
+            await served.batcher.stop()
+        self.models.clear()
+
+    def list_keys(self) -> list[str]:
+        return [f"{name} v{version}" for name, version in sorted(self.models)]
+
+    def get(self, name: str, version: int | None = None) -> Served:
+        """A loaded bundle by name (newest version unless one is given)."""
+        versions = sorted(v for (n, v) in self.models if n == name)
+        if not versions or (version is not None and version not in versions):
+            wanted = name if version is None else f"{name} v{version}"
+            raise BundleError(f"{wanted} is not loaded; loaded: {self.list_keys()}")
+        return self.models[(name, version if version is not None else versions[-1])]
+
+    def for_fingerprint(self, fingerprint: str) -> Served:
+        matches = [s for s in self.models.values() if s.bundle.fingerprint == fingerprint]
+        if not matches:
+            known = sorted({s.bundle.fingerprint for s in self.models.values()})
+            raise FingerprintMismatch(
+                f"payload was made by device half {fingerprint[:16]}..., which no loaded bundle "
+                f"accepts (expected one of {known}); update the device bundle or load its cloud half",
+                expected=known[0] if len(known) == 1 else ",".join(known),
+                got=fingerprint,
+            )
+        return max(matches, key=lambda s: s.bundle.manifest.version)
+
+    async def run(self, served: Served, decoded: Decoded) -> BatchOutcome:
+        """Queue checked decoder input on the bundle's batcher and record where the time went."""
+        try:
+            outcome = await served.batcher.submit(decoded)
+        except Overloaded:
+            self.metrics.refused.inc()
+            raise
+        self.metrics.decode.observe(decoded.decode_ms / 1000)
+        self.metrics.queue.observe(outcome.queue_ms / 1000)
+        self.metrics.compute.observe(outcome.compute_ms / 1000)
+        self.metrics.batch_size.observe(outcome.batch_size)
+        return outcome
+
+    async def infer_symbols(
+        self, served: Served, symbols: npt.NDArray[np.uint8], tasks: list[str] | None
+    ) -> BatchOutcome:
+        """Raw symbols (B, N, C), already unpacked by a protocol front end, through the batcher."""
+        return await self.run(served, served.bundle.decode_symbols(symbols, tasks))
+
+    async def predict(self, request: PredictRequest, served: Served | None = None) -> PredictResponse:
+        """Check, decode, batch, run and answer one request."""
+        started = time.perf_counter()
+        served = served or self.for_fingerprint(request.bundle)
+        decoded = served.bundle.decode(request)
+        outcome = await self.run(served, decoded)
+        manifest = served.bundle.manifest
+        predictions = {task: to_predictions(manifest.task(task), out) for task, out in outcome.outputs.items()}
+        return PredictResponse(
+            id=request.id,
+            bundle=manifest.device_fingerprint,
+            version=manifest.version,
+            predictions=predictions,
+            timing=Timing(
+                queue_ms=outcome.queue_ms,
+                decode_ms=decoded.decode_ms,
+                compute_ms=outcome.compute_ms,
+                total_ms=(time.perf_counter() - started) * 1000,
+            ),
+        )

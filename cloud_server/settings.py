@@ -1,0 +1,53 @@
+"""Settings of the cloud server, read from DEVTUNE_CLOUD_* variables or passed in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["CloudSettings"]
+
+
+class CloudSettings(BaseSettings):
+    """Built once by the caller and handed to ``create_app``; never read at import time."""
+
+    model_config = SettingsConfigDict(env_prefix="DEVTUNE_CLOUD_", extra="ignore")
+
+    bundle: Path | None = None
+    """A bundle directory to serve."""
+    host: str = "127.0.0.1"
+    """Interface to listen on; 0.0.0.0 inside a container."""
+    port: int = Field(8000, ge=0, le=65535)
+    """TCP port to listen on."""
+    threads: int = Field(1, ge=1, le=64)
+    """ONNX Runtime intra-op threads per decoder session."""
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    """Largest request body accepted; larger ones get 413."""
+    max_batch: int = Field(256, ge=1)
+    """Most samples in one request."""
+    max_tasks: int = Field(64, ge=1)
+    """Most tasks named in one request."""
+    max_batch_size: int = Field(64, ge=1)
+    """Most samples the dynamic batcher runs through a decoder at once (1 turns batching off)."""
+    max_queue_delay_ms: float = Field(2.0, ge=0)
+    """How long the batcher waits for more requests before it runs a batch."""
+    max_queue: int = Field(512, ge=1)
+    """Most requests waiting in the batcher; beyond it the server answers 503 at once."""
+    auth: Literal["auto", "on", "off"] = "auto"
+    """Bearer-token auth: on, off (explicit, for local use), or auto (on unless loopback without keys)."""
+    api_keys: list[str] = []
+    """Inference keys (JSON list in the environment)."""
+    admin_keys: list[str] = []
+    """Admin keys: load and unload models."""
+    keys_file: Path | None = None
+    """JSON file {"inference": [...], "admin": [...]}, e.g. a mounted Kubernetes Secret."""
+    repository: Path | None = None
+    """A model repository: a directory of bundles (any depth), all loaded at start."""
+    log_json: bool = False
+    """Write logs as JSON lines with the request id."""
+    log_level: str = "info"
+    """Python logging level of the server."""

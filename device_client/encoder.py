@@ -1,0 +1,133 @@
+"""The device half of a bundle: images -> encoder ONNX -> symbols -> payload bytes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from shared.bundle import read_bytes_checked, read_manifest
+from shared.codecs import codec_for
+from shared.errors import BundleError
+from shared.manifest import Manifest
+from shared.protocol import PROTOCOL_VERSION, PredictRequest, Representation
+from shared.quantization import quantize
+
+__all__ = ["DeviceEncoder", "Encoded", "ImageLike"]
+
+ImageLike = Union[str, Path, npt.NDArray[np.uint8]]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One batch as it leaves the device."""
+
+    symbols: npt.NDArray[np.uint8]  # (B, N, C)
+    payload: bytes  # the codec's bytes for all B samples
+    encode_ms: float  # ONNX + quantize + codec, wall time
+
+
+def _session(model: bytes, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+class DeviceEncoder:
+    """Loads only the device half of a bundle and refuses files that fail their sha256."""
+
+    def __init__(self, bundle_dir: str | Path, threads: int = 0) -> None:
+        self.bundle_dir = Path(bundle_dir)
+        self.manifest: Manifest = read_manifest(self.bundle_dir)
+        encoder = read_bytes_checked(self.bundle_dir, self.manifest, self.manifest.encoder_file)
+        self.session = _session(encoder, threads)
+        self.codec = codec_for(self.manifest.representation)
+        self.heads = {
+            f.task: _session(read_bytes_checked(self.bundle_dir, self.manifest, f.file), threads)
+            for f in self.manifest.fallbacks
+        }
+
+    def preprocess(self, images: Sequence[ImageLike]) -> npt.NDArray[np.float32]:
+        """Files or (H, W, 3) uint8 arrays of any size -> (B, 3, H, W) normalized float32."""
+        spec = self.manifest.input
+        _, height, width = spec.shape
+        batch = np.empty((len(images), height, width, 3), dtype=np.uint8)
+        for i, image in enumerate(images):
+            batch[i] = _load_rgb(image, (height, width))
+        scaled = batch.astype(np.float32) / np.float32(255.0)
+        normalized = (scaled - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+        return np.ascontiguousarray(normalized.transpose(0, 3, 1, 2), dtype=np.float32)
+
+    def encode(self, images: Sequence[ImageLike]) -> Encoded:
+        if not images:
+            raise ValueError("no images to encode; pass at least one file or array")
+        started = time.perf_counter()
+        x = self.preprocess(images)
+        (z,) = self.session.run(None, {"image": x})
+        symbols = quantize(z, self.manifest.representation.quant)
+        payload = self.codec.encode(symbols)
+        return Encoded(symbols, payload, (time.perf_counter() - started) * 1000)
+
+    def request(self, encoded: Encoded, tasks: Sequence[str] | None = None, request_id: str | None = None) -> PredictRequest:
+        quant = self.manifest.representation.quant
+        b, n, c = encoded.symbols.shape
+        return PredictRequest(
+            v=PROTOCOL_VERSION,
+            bundle=self.manifest.device_fingerprint,
+            rep=Representation(
+                codec=self.manifest.representation.codec,
+                shape=(b, n, c),
+                bits=quant.bits,
+                scale=quant.scale,
+                zero_point=quant.zero_point,
+                data=encoded.payload,
+            ),
+            tasks=list(tasks) if tasks is not None else None,
+            id=request_id,
+        )
+
+    def run_fallback(self, task: str, symbols: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """Run the device-side head for ``task`` on quantized symbols."""
+        if task not in self.heads:
+            raise BundleError(
+                f"no device fallback head for task {task!r}; this bundle has {sorted(self.heads) or 'none'}"
+            )
+        from shared.quantization import dequantize
+
+        z = dequantize(symbols, self.manifest.representation.quant)
+        (out,) = self.heads[task].run(None, {"z": z})
+        return np.asarray(out, dtype=np.float32)
+
+
+def _load_rgb(image: ImageLike, size: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    height, width = size
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(
+                f"an image array must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}"
+            )
+        if image.shape[:2] == (height, width):
+            return image
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(image)
+    try:
+        with Image.open(path) as opened:
+            rgb = opened.convert("RGB")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image {path} not found; check the path") from None
+    except UnidentifiedImageError:
+        raise ValueError(f"{path} is not an image Pillow can read (PNG, JPEG, ...)") from None
+    if rgb.size != (width, height):
+        rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)

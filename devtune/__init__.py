@@ -1,0 +1,1 @@
+"""The `devtune` command line: train, serve, predict, demo, tune, bench."""

@@ -1,0 +1,3 @@
+from devtune.cli import main
+
+raise SystemExit(main())

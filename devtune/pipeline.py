@@ -1,0 +1,51 @@
+"""Train-and-export, the torch side of `devtune train` and `devtune demo`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from shared.manifest import Manifest
+
+__all__ = ["train_bundle"]
+
+log = logging.getLogger("devtune")
+
+
+def train_bundle(
+    out: str | Path,
+    data: str = "shapes",
+    epochs: int | None = None,
+    bits: int = 4,
+    bottleneck: int = 8,
+    rate_lambda: float | None = None,
+    encoder: str = "vit",
+    codec: str = "rans",
+    seed: int = 0,
+    name: str = "default",
+    fallback: str = "",
+    progress: bool = True,
+) -> Manifest:
+    import torch
+
+    from models.data import load_dataset
+    from models.export import export_bundle
+    from models.model import ModelConfig
+    from models.train import TrainConfig, evaluate, train
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    train_split = load_dataset(data, "train", seed=seed)
+    val_split = load_dataset(data, "val", seed=seed)
+    cfg = ModelConfig(encoder=encoder, bits=bits, bottleneck=bottleneck)  # type: ignore[arg-type]
+    tcfg = TrainConfig(seed=seed)
+    overrides = {k: v for k, v in {"epochs": epochs, "rate_lambda": rate_lambda}.items() if v is not None}
+    tcfg = TrainConfig(**{**tcfg.__dict__, **overrides})
+    log.info("training %s encoder on %s (%d samples, %d epochs)", encoder, data, len(train_split), tcfg.epochs)
+    result = train(cfg, tcfg, train_split, progress=progress)
+    val = evaluate(result, val_split)
+    log.info("trained in %.0f s; validation: %s", result.seconds, {k: round(v, 4) for k, v in val.items()})
+    facts: dict[str, float | int | str] = {"seed": seed, "epochs": tcfg.epochs, "rate_lambda": tcfg.rate_lambda}
+    facts.update({f"val_{k}": round(v, 4) for k, v in val.items()})
+    manifest = export_bundle(result, train_split, out, name=name, codec=codec, training=facts)
+    log.info("bundle written to %s (fingerprint %s...)", out, manifest.device_fingerprint[:16])
+    return manifest

@@ -1,0 +1,1 @@
+"""Torch side: model definitions, training, export to bundles, tuning of new tasks."""

@@ -1,0 +1,196 @@
+"""Built-in data: a seeded multi-task image set, generated offline, plus sklearn digits.
+
+``shapes`` (the default) draws every factor independently, so the tasks do not leak
+into each other:
+
+    task        kind            what                                   metric
+    shape       classification  circle / square / triangle / cross     accuracy
+    color       classification  hue of the shape, 6 bins               accuracy
+    texture     classification  background pattern, 4 kinds            accuracy
+    size        regression      radius of the shape in pixels          mae
+    mask        dense           which 2x2 cell belongs to the shape    miou
+    dots        classification  0-3 small dots (held out by default)   accuracy
+
+Noise, low-contrast backgrounds and small shapes keep it from being saturated.
+Numpy only: the device half can use it without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["SPLIT_SIZES", "Dataset", "TaskInfo", "load_dataset", "make_digits", "make_shapes"]
+
+IMAGE_SIZE = 64
+MASK_SIZE = 32
+SHAPES = ["circle", "square", "triangle", "cross"]
+COLORS = ["red", "yellow", "green", "cyan", "blue", "magenta"]
+TEXTURES = ["plain", "stripes_h", "stripes_v", "checker"]
+SPLIT_SIZES = {"train": 8000, "val": 1000, "test": 1000}
+_SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str
+    kind: Literal["classification", "regression", "dense"]
+    classes: list[str] | None = None
+    units: str | None = None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images (B, H, W, 3) uint8 and one label array per task."""
+
+    name: str
+    images: npt.NDArray[np.uint8]
+    labels: dict[str, np.ndarray]
+    tasks: list[TaskInfo]
+    held_out: list[str] = field(default_factory=list)
+    """Tasks present in the data that the default bundle is not trained on."""
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, count: int) -> Dataset:
+        return Dataset(
+            self.name,
+            self.images[:count],
+            {k: v[:count] for k, v in self.labels.items()},
+            self.tasks,
+            self.held_out,
+        )
+
+
+SHAPES_TASKS = [
+    TaskInfo("shape", "classification", classes=SHAPES),
+    TaskInfo("color", "classification", classes=COLORS),
+    TaskInfo("texture", "classification", classes=TEXTURES),
+    TaskInfo("size", "regression", units="px"),
+    TaskInfo("mask", "dense", classes=["background", "shape"]),
+    TaskInfo("dots", "classification", classes=["0", "1", "2", "3"]),
+]
+
+
+def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Vectorized HSV (h in [0, 1)) -> RGB in [0, 1], shape (..., 3)."""
+    i = np.floor(h * 6).astype(int) % 6
+    f = h * 6 - np.floor(h * 6)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    table = np.stack([
+        np.stack([v, t, p], -1), np.stack([q, v, p], -1), np.stack([p, v, t], -1),
+        np.stack([p, q, v], -1), np.stack([t, p, v], -1), np.stack([v, p, q], -1),
+    ])
+    return np.take_along_axis(table, i[None, ..., None].repeat(3, -1), 0)[0]
+
+
+def _shape_mask(kind: int, cy: float, cx: float, r: float, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    dy, dx = yy - cy, xx - cx
+    if kind == 0:  # circle
+        return dy * dy + dx * dx <= r * r
+    if kind == 1:  # square, same area scale as the circle
+        half = r * 0.85
+        return (np.abs(dy) <= half) & (np.abs(dx) <= half)
+    if kind == 2:  # upward triangle
+        return (dy <= r * 0.8) & (dy >= -r) & (np.abs(dx) <= (dy + r) * 0.6)
+    arm = max(r * 0.3, 1.5)  # cross
+    return ((np.abs(dy) <= arm) & (np.abs(dx) <= r)) | ((np.abs(dx) <= arm) & (np.abs(dy) <= r))
+
+
+def make_shapes(split: str = "train", count: int | None = None, seed: int = 0) -> Dataset:
+    """Generate one split of ``shapes`` deterministically from (seed, split)."""
+    if split not in SPLIT_SIZES:
+        raise ValueError(f"unknown split {split!r}; choose one of {sorted(SPLIT_SIZES)}")
+    n = SPLIT_SIZES[split] if count is None else count
+    rng = np.random.default_rng([seed, _SPLIT_SEEDS[split]])
+    size = IMAGE_SIZE
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+
+    shape = rng.integers(0, len(SHAPES), n)
+    color = rng.integers(0, len(COLORS), n)
+    texture = rng.integers(0, len(TEXTURES), n)
+    dots = rng.integers(0, 4, n)
+    radius = rng.uniform(6.0, 18.0, n).astype(np.float32)
+    cy = rng.uniform(18, size - 18, n)
+    cx = rng.uniform(18, size - 18, n)
+    hue = (color + rng.uniform(-0.42, 0.42, n)) / len(COLORS) % 1.0
+    fg = _hsv_to_rgb(hue, rng.uniform(0.45, 1.0, n), rng.uniform(0.45, 1.0, n))
+    bg_hue = rng.uniform(0, 1, (n, 2))
+    bg = _hsv_to_rgb(bg_hue, rng.uniform(0.0, 0.35, (n, 2)), rng.uniform(0.2, 0.8, (n, 2)))
+    period = rng.uniform(5, 11, n)
+    phase = rng.uniform(0, 2 * np.pi, n)
+
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    masks = np.empty((n, MASK_SIZE, MASK_SIZE), dtype=np.uint8)
+    noise_level = rng.uniform(0.04, 0.16, n)
+    for k in range(n):
+        wave_y = np.sin(2 * np.pi * yy / period[k] + phase[k]) > 0
+        wave_x = np.sin(2 * np.pi * xx / period[k] + phase[k]) > 0
+        pattern = [np.zeros_like(wave_y), wave_y, wave_x, wave_y ^ wave_x][texture[k]]
+        canvas = np.where(pattern[..., None], bg[k, 1], bg[k, 0]).astype(np.float32)
+        inside = _shape_mask(int(shape[k]), cy[k], cx[k], float(radius[k]), yy, xx)
+        canvas[inside] = fg[k]
+        for _ in range(int(dots[k])):
+            dy, dx = rng.uniform(3, size - 3, 2)
+            spot = (yy - dy) ** 2 + (xx - dx) ** 2 <= 2.2**2
+            canvas[spot] = 1.0 - canvas[spot]
+        canvas += rng.normal(0.0, noise_level[k], canvas.shape)
+        images[k] = np.clip(canvas * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        masks[k] = inside.reshape(MASK_SIZE, 2, MASK_SIZE, 2).mean(axis=(1, 3)) >= 0.5
+
+    labels = {
+        "shape": shape.astype(np.int64),
+        "color": color.astype(np.int64),
+        "texture": texture.astype(np.int64),
+        "size": radius[:, None],
+        "mask": masks.astype(np.int64),
+        "dots": dots.astype(np.int64),
+    }
+    return Dataset("shapes", images, labels, SHAPES_TASKS, held_out=["dots"])
+
+
+DIGITS_TASKS = [
+    TaskInfo("digit", "classification", classes=[str(d) for d in range(10)]),
+    TaskInfo("parity", "classification", classes=["even", "odd"]),
+    TaskInfo("ink", "regression", units="fraction"),
+    TaskInfo("loop", "classification", classes=["no", "yes"]),
+]
+
+
+def make_digits(split: str = "train", count: int | None = None, seed: int = 0) -> Dataset:
+    """scikit-learn's 8x8 handwritten digits, upscaled to 64x64 RGB, as a real-data option.
+
+    Its tasks are derived from the digit (parity, closed loop) and the ink, so unlike
+    ``shapes`` they are not independent; it is here to show the system on real pixels.
+    """
+    from sklearn.datasets import load_digits  # shipped with scikit-learn, no download
+
+    digits = load_digits()
+    order = np.random.default_rng(seed).permutation(len(digits.target))
+    cuts = {"train": order[:1300], "val": order[1300:1500], "test": order[1500:]}
+    if split not in cuts:
+        raise ValueError(f"unknown split {split!r}; choose one of {sorted(cuts)}")
+    idx = cuts[split][:count]
+    small = digits.images[idx] / 16.0  # (B, 8, 8) in [0, 1]
+    big = np.kron(small, np.ones((8, 8)))  # (B, 64, 64)
+    images = np.clip(np.repeat(big[..., None], 3, -1) * 255, 0, 255).astype(np.uint8)
+    target = digits.target[idx].astype(np.int64)
+    labels = {
+        "digit": target,
+        "parity": target % 2,
+        "ink": small.mean(axis=(1, 2)).astype(np.float32)[:, None],
+        "loop": np.isin(target, [0, 4, 6, 8, 9]).astype(np.int64),
+    }
+    return Dataset("digits", images, labels, DIGITS_TASKS)
+
+
+def load_dataset(name: str, split: str, count: int | None = None, seed: int = 0) -> Dataset:
+    if name == "shapes":
+        return make_shapes(split, count, seed)
+    if name == "digits":
+        return make_digits(split, count, seed)
+    raise ValueError(f"unknown data set {name!r}; built in: shapes, digits (or pass a folder)")

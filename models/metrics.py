@@ -1,0 +1,32 @@
+"""Task metrics, numpy only: from raw outputs (training) or from decoded predictions (HTTP)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["METRICS", "metric", "score"]
+
+# kind -> (metric name, higher is better)
+METRICS = {"classification": ("accuracy", True), "regression": ("mae", False), "dense": ("miou", True)}
+
+
+def metric(kind: str, predicted: np.ndarray, labels: np.ndarray) -> float:
+    """Metric from predicted class indices (classification), values (regression) or class maps (dense)."""
+    if kind == "classification":
+        return float((predicted.reshape(labels.shape) == labels).mean())
+    if kind == "regression":
+        return float(np.abs(predicted.reshape(labels.shape) - labels).mean())
+    ious = []
+    for cls in np.union1d(np.unique(predicted), np.unique(labels)):
+        union = ((predicted == cls) | (labels == cls)).sum()
+        ious.append(((predicted == cls) & (labels == cls)).sum() / union)
+    return float(np.mean(ious))
+
+
+def score(kind: str, outputs: np.ndarray, labels: np.ndarray) -> float:
+    """Metric from raw decoder outputs: logits (B, K), values (B, V) or maps (B, K, H, W)."""
+    if kind == "classification":
+        return metric(kind, outputs.argmax(-1), labels)
+    if kind == "dense":
+        return metric(kind, outputs.argmax(1), labels)
+    return metric(kind, outputs, labels)

@@ -1,0 +1,219 @@
+"""The multi-task split model: encoder + compressor on the device, decoders in the cloud.
+
+Reads top-down: attention blocks, the two encoders, the compressor with its entropy
+model, the task decoders, then the whole model that training optimizes.
+
+    image (B,3,64,64) ─► encoder ─► h (B,N,D) ─► compressor ─► z (B,N,C) in [0,1]
+        ─► quantize to 2**bits levels (straight-through in training)
+        ─► decoder[task] ─► logits or values
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Block", "Compressor", "ModelConfig", "MultiTaskModel", "TaskDecoder", "TaskHead"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    image_size: int = 64  # input H = W
+    patch: int = 8  # ViT patch side: 64/8 -> 8x8 = 64 tokens
+    dim: int = 96  # encoder width D
+    depth: int = 4  # encoder transformer blocks
+    heads: int = 4  # attention heads in every block
+    encoder: Literal["vit", "conv"] = "vit"
+    bottleneck: int = 8  # channels C per token that cross the wire
+    bits: Literal[2, 4, 8] = 8  # quantization depth of the bottleneck
+    decoder_dim: int = 64  # width of every cloud decoder
+    decoder_depth: int = 1  # transformer blocks per decoder: more than a linear head
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch
+
+    @property
+    def tokens(self) -> int:
+        return self.grid * self.grid
+
+    @property
+    def levels(self) -> int:
+        return 1 << self.bits
+
+
+@dataclass(frozen=True)
+class TaskHead:
+    """What a decoder must produce for one task."""
+
+    name: str
+    kind: Literal["classification", "regression", "dense"]
+    out: int  # classes, or regression values
+    dense_size: int = 32  # output side of a dense map
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        # (B, H, T, T): written out rather than fused so it exports to plain ONNX ops
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // self.heads))
+        y = att.softmax(dim=-1) @ v  # (B, H, T, C/H)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.ln2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class ViTEncoder(nn.Module):
+    """Conv stem to an 8x8 grid of tokens, then self-attention: (B,3,H,W) -> (B,N,D)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        # A small conv stem in place of one big patchify conv ("early convolutions help
+        # transformers see better"): far more data-efficient when training from scratch.
+        stem: list[nn.Module] = []
+        width, side = 3, cfg.image_size
+        while side // 2 > cfg.grid:
+            stem += [nn.Conv2d(width, cfg.dim // 2, 3, stride=2, padding=1), nn.GELU()]
+            width, side = cfg.dim // 2, side // 2
+        stem.append(nn.Conv2d(width, cfg.dim, side // cfg.grid, stride=side // cfg.grid))
+        self.embed = nn.Sequential(*stem)
+        self.pos = nn.Parameter(torch.zeros(1, cfg.tokens, cfg.dim))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.blocks = nn.Sequential(*[Block(cfg.dim, cfg.heads) for _ in range(cfg.depth)])
+        self.ln = nn.LayerNorm(cfg.dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x).flatten(2).transpose(1, 2) + self.pos  # (B, N, D)
+        return self.ln(self.blocks(h))
+
+
+class ConvEncoder(nn.Module):
+    """Three stride-2 conv stages then one attention block: (B,3,H,W) -> (B,N,D)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        widths = [3, cfg.dim // 4, cfg.dim // 2, cfg.dim]
+        layers: list[nn.Module] = []
+        for cin, cout in zip(widths, widths[1:]):
+            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.BatchNorm2d(cout), nn.GELU()]
+        self.stem = nn.Sequential(*layers)
+        self.block = Block(cfg.dim, cfg.heads)
+        self.ln = nn.LayerNorm(cfg.dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ln(self.block(self.stem(x).flatten(2).transpose(1, 2)))
+
+
+class Compressor(nn.Module):
+    """Bottleneck D -> C per token, squashed to [0, 1] so the quantizer has fixed range.
+
+    Holds a per-channel categorical prior over the 2**bits levels: the rate term of the
+    loss, and after training the source of the coder's integer tables.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.levels = cfg.levels
+        self.proj = nn.Linear(cfg.dim, cfg.bottleneck)
+        self.prior_logits = nn.Parameter(torch.zeros(cfg.bottleneck, cfg.levels))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.proj(h))  # (B, N, C) in (0, 1)
+
+    def quantize(self, z: torch.Tensor) -> torch.Tensor:
+        """Straight-through rounding to the grid k/(L-1): forward exact, backward identity."""
+        scaled = z * (self.levels - 1)
+        return (scaled + (torch.round(scaled) - scaled).detach()) / (self.levels - 1)
+
+    def rate_bits(self, z: torch.Tensor) -> torch.Tensor:
+        """Differentiable bits per sample under the prior: -log2 p, p linearly interpolated
+        between the two levels around z, so the encoder feels which levels are cheap."""
+        scaled = (z * (self.levels - 1)).clamp(0, self.levels - 1)  # (B, N, C)
+        low = scaled.floor().clamp(max=self.levels - 2)
+        frac = scaled - low
+        logp = F.log_softmax(self.prior_logits, dim=-1)  # (C, L)
+        table = logp.t().unsqueeze(0).expand(z.shape[0], -1, -1)  # (B, L, C)
+        lo = torch.gather(table, 1, low.long()).exp()
+        hi = torch.gather(table, 1, low.long() + 1).exp()
+        p = (1 - frac) * lo + frac * hi
+        return -(p.clamp_min(1e-9).log2()).sum(dim=(1, 2))
+
+
+class TaskDecoder(nn.Module):
+    """Cloud side of one task: dequantized symbols (B,N,C) -> logits or values."""
+
+    def __init__(self, cfg: ModelConfig, head: TaskHead) -> None:
+        super().__init__()
+        self.head = head
+        d = cfg.decoder_dim
+        self.grid = cfg.grid
+        self.inp = nn.Linear(cfg.bottleneck, d)
+        self.pos = nn.Parameter(torch.zeros(1, cfg.tokens, d))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.blocks = nn.Sequential(*[Block(d, 4) for _ in range(cfg.decoder_depth)])
+        self.ln = nn.LayerNorm(d)
+        if head.kind == "dense":
+            ups: list[nn.Module] = []
+            side, width = cfg.grid, d
+            while side < head.dense_size:
+                ups += [nn.ConvTranspose2d(width, width // 2, 2, stride=2), nn.GELU()]
+                side, width = side * 2, width // 2
+            self.out = nn.Sequential(*ups, nn.Conv2d(width, head.out, 1))
+        else:
+            self.out = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, head.out))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.ln(self.blocks(self.inp(z) + self.pos))  # (B, N, d)
+        if self.head.kind == "dense":
+            b, n, d = x.shape
+            return self.out(x.transpose(1, 2).reshape(b, d, self.grid, self.grid))  # (B, K, S, S)
+        return self.out(x.mean(dim=1))  # (B, out)
+
+
+class MultiTaskModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, heads: list[TaskHead]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder: nn.Module = ViTEncoder(cfg) if cfg.encoder == "vit" else ConvEncoder(cfg)
+        self.compressor = Compressor(cfg)
+        self.decoders = nn.ModuleDict({h.name: TaskDecoder(cfg, h) for h in heads})
+
+    def split_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder output at the split point, before the compressor: (B, N, D)."""
+        return self.encoder(x)
+
+    def device_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """What the device ONNX computes: z in [0, 1], not yet quantized."""
+        return self.compressor(self.encoder(x))
+
+    def forward(self, x: torch.Tensor, quantize: bool = True) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Returns per-task outputs and the bits per sample under the prior."""
+        z = self.device_forward(x)
+        rate = self.compressor.rate_bits(z)
+        zq = self.compressor.quantize(z) if quantize else z
+        return {name: dec(zq) for name, dec in self.decoders.items()}, rate
