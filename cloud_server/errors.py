@@ -48,8 +48,15 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def error_response(exc: DeviceTuningError) -> JSONResponse:
-    body: dict[str, object] = {"error": _snake(type(exc).__name__), "detail": str(exc)}
+def _body(request: Request, kind: str, detail: object) -> dict[str, object]:
+    """{"error": kind, "detail": message}; on OIP routes "error" carries the message too,
+    since OIP clients (tritonclient) show only that field."""
+    error = f"{kind}: {detail}" if request.url.path.startswith("/v2/") else kind
+    return {"error": error, "detail": detail}
+
+
+def error_response(exc: DeviceTuningError, request: Request) -> JSONResponse:
+    body = _body(request, _snake(type(exc).__name__), str(exc))
     headers = {}
     if isinstance(exc, FingerprintMismatch):
         body["expected"] = exc.expected
@@ -63,12 +70,12 @@ def error_response(exc: DeviceTuningError) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     async def domain(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DeviceTuningError)
-        return error_response(exc)
+        return error_response(exc, request)
 
     async def http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         return JSONResponse(
-            {"error": _snake(type(exc).__name__), "detail": exc.detail},
+            _body(request, _snake(type(exc).__name__), exc.detail),
             status_code=exc.status_code,
             headers=exc.headers,
         )

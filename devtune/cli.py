@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Start the FastAPI server on uvicorn. Settings also come from DEVTUNE_CLOUD_* "
                        "environment variables.")
     p.add_argument("--bundle", type=Path, help="bundle directory to serve")
+    p.add_argument("--repository", type=Path, help="directory of bundles (names and versions) to serve")
+    p.add_argument("--auth", choices=["auto", "on", "off"],
+                   help="bearer-token auth (default auto: on unless loopback with no keys configured)")
+    p.add_argument("--keys-file", type=Path, help='JSON {"inference": [...], "admin": [...]} API keys')
+    p.add_argument("--log-json", action="store_true", default=None, help="JSON log lines with request ids")
     p.add_argument("--host", help="interface (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads per decoder")
@@ -138,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer")
     p.add_argument("--json", action="store_true", help="one JSON line per image")
     p.set_defaults(func=_predict)
+
+    from devtune.bench import add_bench_command
+    from devtune.tuning_cli import add_tuning_commands
+
+    add_tuning_commands(sub)
+    add_bench_command(sub)
     return parser
 
 

@@ -59,7 +59,7 @@ def run_demo(bundle: Path, samples: int | None = None, as_json: bool = False, re
 
     collected: dict[str, list[object]] = {t: [] for t in manifest.task_names}
     payload, device_ms, server_ms, total_ms = [], [], [], []
-    with ServerProcess(bundle) as server, DeviceClient(bundle, server.url) as client:
+    with ServerProcess(bundle, auth="off") as server, DeviceClient(bundle, server.url) as client:
         log.info("server ready at %s; sending %d test samples one by one", server.url, len(test))
         for image in test.images:
             t0 = time.perf_counter()

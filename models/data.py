@@ -114,7 +114,7 @@ def make_shapes(split: str = "train", count: int | None = None, seed: int = 0) -
     color = rng.integers(0, len(COLORS), n)
     texture = rng.integers(0, len(TEXTURES), n)
     dots = rng.integers(0, 4, n)
-    radius = rng.uniform(6.0, 18.0, n).astype(np.float32)
+    radius = rng.uniform(7.0, 18.0, n).astype(np.float32)
     cy = rng.uniform(18, size - 18, n)
     cx = rng.uniform(18, size - 18, n)
     hue = (color + rng.uniform(-0.42, 0.42, n)) / len(COLORS) % 1.0
@@ -126,7 +126,7 @@ def make_shapes(split: str = "train", count: int | None = None, seed: int = 0) -
 
     images = np.empty((n, size, size, 3), dtype=np.uint8)
     masks = np.empty((n, MASK_SIZE, MASK_SIZE), dtype=np.uint8)
-    noise_level = rng.uniform(0.04, 0.16, n)
+    noise_level = rng.uniform(0.03, 0.12, n)
     for k in range(n):
         wave_y = np.sin(2 * np.pi * yy / period[k] + phase[k]) > 0
         wave_x = np.sin(2 * np.pi * xx / period[k] + phase[k]) > 0
@@ -193,4 +193,6 @@ def load_dataset(name: str, split: str, count: int | None = None, seed: int = 0)
         return make_shapes(split, count, seed)
     if name == "digits":
         return make_digits(split, count, seed)
-    raise ValueError(f"unknown data set {name!r}; built in: shapes, digits (or pass a folder)")
+    from models.userdata import load_folder  # anything else is a folder in the user-data format
+
+    return load_folder(name, split, count)

@@ -30,7 +30,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 2e-3  # peak AdamW learning rate, cosine-decayed after a short warmup
     weight_decay: float = 0.05
-    rate_lambda: float = 1e-3  # loss weight per bit of the quantized representation
+    rate_lambda: float = 5e-4  # loss weight per bit of the quantized representation
     seed: int = 0
     tasks: tuple[str, ...] | None = None  # None: every task not held out
 

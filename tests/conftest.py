@@ -32,5 +32,5 @@ def server(tiny_bundle: Path) -> Iterator[str]:
     """The real cloud server (uvicorn, own process) serving the tiny bundle."""
     from devtune.server_process import ServerProcess
 
-    with ServerProcess(tiny_bundle, max_body_bytes=64 * 1024) as process:
+    with ServerProcess(tiny_bundle, auth="off", max_body_bytes=64 * 1024) as process:
         yield process.url

@@ -1,0 +1,39 @@
+"""`devtune bench KIND`: measurements that print a table and, with --json, one JSON object.
+
+Each kind is a module with ``add_arguments(parser)`` and ``run(args) -> int``; heavy
+imports happen inside ``run`` so ``devtune --help`` stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+__all__ = ["KINDS", "add_bench_command"]
+
+KINDS = {
+    "rate": "rate-accuracy sweep against float32, uint8, zstd, PNG and JPEG baselines",
+    "serve": "load generator against the real server: batching, encodings, overload, many tasks",
+    "tune": "held-out task: tuned decoder vs joint training vs device fallback head",
+}
+
+
+def _run(args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"devtune.bench.{args.kind}")
+    code: int = module.run(args)
+    return code
+
+
+def add_bench_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    bench = sub.add_parser("bench", help="benchmarks: " + ", ".join(KINDS), description=__doc__)
+    kinds = bench.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind, help_text in KINDS.items():
+        parser = kinds.add_parser(kind, help=help_text, description=help_text)
+        parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        parser.add_argument("--out", default=f"results/bench-{kind}.json", help="also write the JSON here")
+        try:
+            module = importlib.import_module(f"devtune.bench.{kind}")
+        except ModuleNotFoundError:
+            continue
+        module.add_arguments(parser)
+        parser.set_defaults(func=_run)
