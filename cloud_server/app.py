@@ -8,8 +8,6 @@ the Open Inference Protocol v2 under ``/v2`` (``oip.py``) and the admin API unde
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +22,7 @@ from cloud_server.auth import Access, KeyRing, keyring_from
 from cloud_server.dataplane import DataPlane
 from cloud_server.errors import install_error_handlers
 from cloud_server.metrics import Metrics
+from cloud_server.observe import Observe
 from cloud_server.settings import CloudSettings
 from shared.bundle import MANIFEST_FILE
 from shared.errors import PayloadTooLarge
@@ -101,24 +100,6 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     app.state.limits = limits
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
-        request.state.request_id = request_id
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        elapsed = time.perf_counter() - started
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        metrics.latency.labels(path).observe(elapsed)
-        response.headers["X-Request-ID"] = request_id
-        response.headers["Server-Timing"] = f"total;dur={elapsed * 1000:.2f}"
-        if response.status_code >= 400 or log.isEnabledFor(logging.DEBUG):
-            log.info("%s %s %d %.1fms", request.method, request.url.path, response.status_code, elapsed * 1000,
-                     extra={"request_id": request_id})
-        return response
-
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         """Live: the process answers."""
@@ -155,6 +136,7 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     app.include_router(admin_router, dependencies=[Depends(require(Access.ADMIN))])
     app.include_router(oip_public_router)
     app.include_router(oip_router, dependencies=[Depends(require(Access.INFERENCE))])
+    app.add_middleware(Observe, metrics=metrics)
     # Outermost: refuse what cannot be served before paying for it (admission.py).
     app.add_middleware(AdmissionGate, limit=settings.max_queue + settings.max_batch_size, metrics=metrics)
     return app
