@@ -6,7 +6,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +20,7 @@ from shared.quantization import quantize
 
 __all__ = ["DeviceEncoder", "Encoded", "ImageLike"]
 
-ImageLike = Union[str, Path, npt.NDArray[np.uint8]]
+ImageLike = str | Path | npt.NDArray[np.uint8]
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,18 @@ def symbol_histogram(model: MultiTaskModel, data: Dataset, limit: int = 4000) ->
     return counts
 
 
+@torch.no_grad()
+def measured_rate(model: MultiTaskModel, data: Dataset, representation: RepresentationSpec,
+                  samples: int = 256) -> float:
+    """Mean payload bytes per sample with the bundle's own codec, each sample coded alone."""
+    from shared.codecs import codec_for
+
+    codec = codec_for(representation)
+    z = model.device_forward(to_tensor(data.images[:samples])).numpy()
+    symbols = quantize(z, representation.quant)
+    return float(np.mean([len(codec.encode(symbols[i : i + 1])) for i in range(len(symbols))]))
+
+
 def task_spec(head: TaskHead, info: TaskInfo, cfg: ModelConfig) -> TaskSpec:
     metric, higher = metric_for(head.kind)
     if head.kind == "dense":
@@ -205,6 +217,7 @@ def export_bundle(
         "train_seconds": round(result.seconds, 1),
         "empirical_entropy_bits_per_sample": round(entropy_bits, 1),
     }
+    facts["coded_bytes_per_sample"] = round(measured_rate(model, train_data, representation), 1)
     facts.update(training or {})
     manifest = Manifest(
         name=name,

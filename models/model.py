@@ -202,7 +202,7 @@ class TaskDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.ln(self.blocks(self.inp(z) + self.pos))  # (B, N, d)
         if self.head.kind == "dense":
-            b, n, d = x.shape
+            b, _, d = x.shape
             return self.out(x.transpose(1, 2).reshape(b, d, self.grid, self.grid))  # (B, K, S, S)
         # mean and max over tokens: a small object lives in a few tokens, the mean dilutes it
         return self.out(torch.cat([x.mean(dim=1), x.amax(dim=1)], dim=-1))  # (B, out)

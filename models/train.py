@@ -28,7 +28,7 @@ STD = (0.25, 0.25, 0.25)
 class TrainConfig:
     epochs: int = 6  # passes over the training split
     batch_size: int = 64
-    lr: float = 2e-3  # peak AdamW learning rate, cosine-decayed after a short warmup
+    lr: float = 1e-3  # peak AdamW learning rate, cosine-decayed after a short warmup
     weight_decay: float = 0.05
     rate_lambda: float = 5e-4  # loss weight per bit of the quantized representation
     seed: int = 0
@@ -105,6 +105,7 @@ def train(cfg: ModelConfig, tcfg: TrainConfig, data: Dataset, progress: bool = T
         )
         for h in heads
     }
+    weights = {t.name: t.weight for t in chosen}
     images = to_tensor(data.images)
     steps_per_epoch = len(data) // tcfg.batch_size
     total = steps_per_epoch * tcfg.epochs
@@ -123,7 +124,7 @@ def train(cfg: ModelConfig, tcfg: TrainConfig, data: Dataset, progress: bool = T
         for step in range(steps_per_epoch):
             idx = order[step * tcfg.batch_size : (step + 1) * tcfg.batch_size]
             outputs, rate = model(images[idx])
-            losses = {h.name: task_loss(h, outputs[h.name], labels[h.name][idx]) for h in heads}
+            losses = {h.name: weights[h.name] * task_loss(h, outputs[h.name], labels[h.name][idx]) for h in heads}
             loss = sum(losses.values()) + tcfg.rate_lambda * rate.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
