@@ -47,5 +47,10 @@ def train_bundle(
     facts: dict[str, float | int | str] = {"seed": seed, "epochs": tcfg.epochs, "rate_lambda": tcfg.rate_lambda}
     facts.update({f"val_{k}": round(v, 4) for k, v in val.items()})
     manifest = export_bundle(result, train_split, out, name=name, codec=codec, training=facts)
+    if fallback:  # device-side heads, trained on the exported (frozen) device half
+        from models.tune import TuneConfig, add_fallback_heads
+
+        tasks = [t.strip() for t in fallback.split(",") if t.strip()]
+        manifest = add_fallback_heads(out, tasks, data=data, config=TuneConfig(seed=seed))
     log.info("bundle written to %s (fingerprint %s...)", out, manifest.device_fingerprint[:16])
     return manifest

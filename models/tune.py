@@ -21,7 +21,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -67,6 +68,9 @@ class TuneConfig:
     decoder_depth: int | None = None  # transformer blocks of the new decoder (None: the bundle's)
     fallback_width: int = 32  # hidden width of a device fallback head
     fallback_epochs: int | None = None  # None: as many as the decoder
+    threads: int | None = 1  # torch and ONNX Runtime threads (None: their defaults). These models are
+    # too small to gain much from more, and on a busy machine extra threads wait on each other:
+    # measured 3-10x slower with 2 threads than with 1 on 2 shared cores
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,8 @@ class TuneResult:
 # --- the frozen representation ------------------------------------------------------
 
 
-def represent(bundle_dir: str | Path, images: npt.NDArray[np.uint8], batch_size: int = 256) -> npt.NDArray[np.float32]:
+def represent(bundle_dir: str | Path, images: npt.NDArray[np.uint8], batch_size: int = 256,
+              threads: int = 0) -> npt.NDArray[np.float32]:
     """Images (B,H,W,3) uint8 -> z (B,N,C) exactly as the server would decode it.
 
     Runs the bundle's device half with ONNX Runtime (not torch), codes the symbols with
@@ -104,7 +109,7 @@ def represent(bundle_dir: str | Path, images: npt.NDArray[np.uint8], batch_size:
     from device_client import DeviceEncoder
     from shared.quantization import dequantize
 
-    encoder = DeviceEncoder(bundle_dir)
+    encoder = DeviceEncoder(bundle_dir, threads=threads)  # threads 0: ONNX Runtime's default
     quant = encoder.manifest.representation.quant
     parts = []
     for start in range(0, len(images), batch_size):
@@ -114,9 +119,10 @@ def represent(bundle_dir: str | Path, images: npt.NDArray[np.uint8], batch_size:
     return np.concatenate(parts)
 
 
-def frozen_split(bundle_dir: str | Path, data: str, split: str, count: int | None = None, seed: int = 0) -> FrozenSplit:
+def frozen_split(bundle_dir: str | Path, data: str, split: str, count: int | None = None, seed: int = 0,
+                 threads: int | None = None) -> FrozenSplit:
     dataset = load_dataset(data, split, count=count, seed=seed)
-    return FrozenSplit(represent(bundle_dir, dataset.images), dataset)
+    return FrozenSplit(represent(bundle_dir, dataset.images, threads=threads or 0), dataset)
 
 
 def bundle_config(bundle_dir: str | Path, manifest: Manifest | None = None) -> ModelConfig:
@@ -160,7 +166,8 @@ class FallbackHead(nn.Module):
             logits = self.out(t).transpose(1, 2).reshape(b, self.head.out, self.grid, self.grid)  # (B, K, g, g)
             size = (self.head.dense_size, self.head.dense_size)
             return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)  # (B, K, S, S)
-        return self.out(torch.cat([t.mean(dim=1), t.amax(dim=1)], dim=-1))  # (B, out)
+        pooled: torch.Tensor = self.out(torch.cat([t.mean(dim=1), t.amax(dim=1)], dim=-1))  # (B, out)
+        return pooled
 
 
 class _HeadGraph(nn.Module):
@@ -172,11 +179,23 @@ class _HeadGraph(nn.Module):
         self.mean, self.std = mean, std
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.net(z)
+        out: torch.Tensor = self.net(z)
         return out * self.std + self.mean if self.net.head.kind == "regression" else out
 
 
 # --- training on frozen symbols -----------------------------------------------------
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` intra-op threads and restore the caller's setting after."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def fit(module: nn.Module, head: TaskHead, z: npt.NDArray[np.float32], labels: np.ndarray,
@@ -202,15 +221,16 @@ def fit(module: nn.Module, head: TaskHead, z: npt.NDArray[np.float32], labels: n
         lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)),
     )
     module.train()
-    for _ in range(epochs or config.epochs):
-        order = torch.from_numpy(rng.permutation(len(inputs)))
-        for step in range(steps_per_epoch):
-            idx = order[step * batch : (step + 1) * batch]
-            loss = task_loss(head, module(inputs[idx]), target[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+    with _torch_threads(config.threads):
+        for _ in range(epochs or config.epochs):
+            order = torch.from_numpy(rng.permutation(len(inputs)))
+            for step in range(steps_per_epoch):
+                idx = order[step * batch : (step + 1) * batch]
+                loss = task_loss(head, module(inputs[idx]), target[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()  # type: ignore[no-untyped-call]
+                optimizer.step()
+                schedule.step()
     module.eval()
     return mean, std
 
@@ -314,7 +334,7 @@ def tune_bundle(
         raise ValueError(f"--out {target} is the bundle being tuned; write the new version to another directory")
     manifest = read_manifest(source)
     cfg = bundle_config(source, manifest)
-    train = frozen_split(source, data, "train", config.count, config.seed)
+    train = frozen_split(source, data, "train", config.count, config.seed, config.threads)
     if task is None:
         if not train.dataset.held_out:
             raise ValueError(f"data set {train.dataset.name!r} has no held-out task; name one with --task")
@@ -327,7 +347,7 @@ def tune_bundle(
         )
     served = [t for t in manifest.task_names if t != task] + [task]
     _check_fallback_tasks(fallback, served)
-    val = frozen_split(source, data, "val", config.val_count, config.seed)
+    val = frozen_split(source, data, "val", config.val_count, config.seed, config.threads)
     represented = time.perf_counter()
     log.info("frozen representation of %d + %d samples in %.1f s", len(train.z), len(val.z), represented - started)
 
@@ -396,8 +416,8 @@ def add_fallback_heads(bundle_dir: str | Path, tasks: Sequence[str], data: str =
     manifest = read_manifest(source)
     _check_fallback_tasks(tasks, manifest.task_names)
     cfg = bundle_config(source, manifest)
-    train = frozen_split(source, data, "train", config.count, config.seed)
-    val = frozen_split(source, data, "val", config.val_count, config.seed)
+    train = frozen_split(source, data, "train", config.count, config.seed, config.threads)
+    val = frozen_split(source, data, "val", config.val_count, config.seed, config.threads)
     fill: dict[str, bytes] = {}
     specs, metrics = _train_heads(cfg, tasks, train, val, config, fill)
     fallbacks = [f for f in manifest.fallbacks if f.task not in tasks] + specs

@@ -4,7 +4,7 @@ The format, so a folder can be passed wherever a built-in data set name goes
 (``devtune train --data FOLDER``, ``devtune tune --data FOLDER``)::
 
     FOLDER/
-      tasks.json     {"tasks": [{"name": "ripe", "kind": "classification", "classes": ["no", "yes"]},
+      tasks.json     {"tasks": [{"name": "ripe", "kind": "classification", "classes": ["no", "yes"], "weight": 2},
                                 {"name": "weight", "kind": "regression", "units": "g"},
                                 {"name": "stem", "kind": "dense", "classes": ["background", "stem"]}],
                       "held_out": ["weight"]}                        # optional
@@ -16,7 +16,8 @@ The format, so a folder can be passed wherever a built-in data set name goes
 
 Paths in ``labels.csv`` are relative to FOLDER. ``split`` is train, val or test. A
 classification cell is a class name from ``classes``; a regression cell is a number.
-``held_out`` names tasks that ``devtune train`` leaves out, for ``devtune tune`` to add.
+``weight`` (optional, default 1) scales the task's loss in joint training. ``held_out``
+names tasks that ``devtune train`` leaves out, for ``devtune tune`` to add.
 
 Every problem is a :class:`DataError` (a ``ValueError``) that names the file, the line
 and what to change.
@@ -58,7 +59,7 @@ def read_tasks(folder: str | Path) -> tuple[list[TaskInfo], list[str]]:
             '{"tasks": [{"name": "ripe", "kind": "classification", "classes": ["no", "yes"]}]}'
         )
     try:
-        declared = json.loads(path.read_text())
+        declared = json.loads(path.read_text(encoding="utf-8-sig"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"{path} is not valid JSON ({exc}); fix the syntax") from exc
     if not isinstance(declared, dict) or not isinstance(declared.get("tasks"), list) or not declared["tasks"]:
@@ -76,9 +77,9 @@ def read_tasks(folder: str | Path) -> tuple[list[TaskInfo], list[str]]:
 def _task_info(path: Path, entry: Any) -> TaskInfo:
     if not isinstance(entry, dict):
         raise DataError(f"{path}: every task must be an object with name and kind, got {entry!r}")
-    unknown = set(entry) - {"name", "kind", "classes", "units"}
+    unknown = set(entry) - {"name", "kind", "classes", "units", "weight"}
     if unknown:
-        raise DataError(f"{path}: task keys {sorted(unknown)} are not known; use name, kind, classes, units")
+        raise DataError(f"{path}: task keys {sorted(unknown)} are not known; use name, kind, classes, units, weight")
     name, kind = entry.get("name"), entry.get("kind")
     if not isinstance(name, str) or not _TASK_NAME.fullmatch(name) or name in _FIXED_COLUMNS:
         raise DataError(
@@ -87,15 +88,18 @@ def _task_info(path: Path, entry: Any) -> TaskInfo:
         )
     if kind not in _KINDS:
         raise DataError(f"{path}: task {name!r} has kind {kind!r}; use one of {list(_KINDS)}")
+    weight = entry.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
+        raise DataError(f"{path}: task {name!r} has weight {weight!r}; use a positive number (loss weight, default 1)")
     classes = entry.get("classes")
     if kind == "regression":
         if classes is not None:
             raise DataError(f"{path}: regression task {name!r} takes no classes; remove them or change the kind")
         units = entry.get("units")
-        return TaskInfo(name, "regression", units=None if units is None else str(units))
+        return TaskInfo(name, "regression", units=None if units is None else str(units), weight=float(weight))
     if not isinstance(classes, list) or len(classes) < 2 or len(set(map(str, classes))) != len(classes):
         raise DataError(f"{path}: {kind} task {name!r} needs \"classes\": a list of at least 2 distinct names")
-    return TaskInfo(name, kind, classes=[str(c) for c in classes])
+    return TaskInfo(name, kind, classes=[str(c) for c in classes], weight=float(weight))
 
 
 def load_folder(folder: str | Path, split: str, count: int | None = None) -> Dataset:
@@ -123,7 +127,7 @@ def _read_rows(root: Path, tasks: list[TaskInfo]) -> list[tuple[int, dict[str, s
     if not path.is_file():
         raise DataError(f"{path} not found: a data folder needs labels.csv with columns file, split, "
                         f"{', '.join(t.name for t in tasks)}")
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: spreadsheets write a BOM
         reader = csv.DictReader(handle)
         columns = [c.strip() for c in reader.fieldnames or []]
         names = [t.name for t in tasks]
