@@ -116,7 +116,7 @@ def add_tuning_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     )
     p.add_argument("--bundle", type=Path, required=True, help="bundle to extend (left unchanged)")
     p.add_argument("--out", type=Path, required=True, help="directory for the new version")
-    p.add_argument("--task", help="task to add (default: the data set's held-out task, dots for shapes)")
+    p.add_argument("--task", help="task to add (default: the data set's first held-out task, quadrant for shapes)")
     p.add_argument("--data", default="shapes", help="shapes (default), digits, or a folder in the user-data format")
     p.add_argument("--fallback", nargs="?", const="", default=None, metavar="TASKS",
                    help="also give tasks a small head in the device half, answered there when the server "

@@ -48,4 +48,4 @@ def test_manifest_records_every_file_and_the_fingerprint(tiny_bundle: Path) -> N
     assert manifest.device_fingerprint == device_fingerprint(encoder, manifest.representation)
     assert manifest.representation.codec == "rans"
     assert {t.kind for t in manifest.tasks} == {"classification", "regression", "dense"}
-    assert "dots" not in manifest.task_names  # held out for device tuning
+    assert not {"quadrant", "dots"} & set(manifest.task_names)  # held out for device tuning

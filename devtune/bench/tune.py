@@ -1,0 +1,307 @@
+"""`devtune bench tune`: is a task added later as good as one trained in from the start?
+
+For the held-out task (``dots`` in ``shapes``) one run measures, on the test split::
+
+    tuned      a decoder trained on the FROZEN representation of the bundle (`devtune tune`:
+               device ONNX -> quantize -> codec round trip -> dequantize), scored as its
+               exported ONNX runs in the server
+    joint      the same model (ModelConfig, epochs, seed, rate lambda as the bundle) trained
+               with the task from the start, scored in torch on the quantized bottleneck
+    fallback   the small device-side head trained next to the tuned decoder, as ONNX
+    hot_add    the real server (own uvicorn process) serving the bundle under steady load
+               from device clients while the tuned version is pushed: failed requests,
+               and whether an unchanged device then gets the new task
+
+and the wall time of the tune. ``--json`` prints one JSON object on stdout; logs and the
+server's output go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from models.data import Dataset
+
+__all__ = ["add_arguments", "run"]
+
+log = logging.getLogger("devtune")
+
+DEFAULT_BUNDLE = Path("bundles/default")
+TARGET_GAP_POINTS = 2.0  # tuned within this many points of joint
+TARGET_TUNE_SECONDS = 120.0  # tuning the default held-out task, on 2 cores
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE,
+                        help="frozen bundle (default bundles/default, trained first if missing)")
+    parser.add_argument("--task", default=None, help="held-out task to add (default: the data's first held-out task, quadrant)")
+    parser.add_argument("--data", default="shapes", help="data set or folder the bundle was trained on")
+    parser.add_argument("--count", type=int, default=None,
+                        help="training samples for the tune and the joint run (default: the whole split)")
+    parser.add_argument("--test-count", type=int, default=None,
+                        help="test (and validation) samples (default: the whole splits)")
+    parser.add_argument("--tune-epochs", type=int, default=None, help="decoder epochs (default: devtune tune's)")
+    parser.add_argument("--joint-epochs", type=int, default=None,
+                        help="joint training epochs (default: the bundle's, from its manifest)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch and ONNX Runtime threads for tuning and joint training (default 1: on a "
+                        "busy 2-core machine more threads wait on each other and run several times slower)")
+    parser.add_argument("--no-hot-add", dest="hot_add", action="store_false",
+                        help="skip pushing the tuned version into a loaded server")
+
+
+@contextmanager
+def _stdout_to_stderr() -> Iterator[Any]:
+    """Send everything written to fd 1 (the server child too) to stderr; yield the real stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with os.fdopen(os.dup(saved), "w") as real:
+            yield real
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _ensure_bundle(bundle: Path, data: str) -> None:
+    from shared.bundle import MANIFEST_FILE
+
+    if (bundle / MANIFEST_FILE).is_file():
+        return
+    if bundle != DEFAULT_BUNDLE:
+        raise FileNotFoundError(f"no bundle at {bundle} (no {MANIFEST_FILE}); pass a bundle made by `devtune train`")
+    from devtune.pipeline import train_bundle
+
+    log.info("no bundle at %s: training the default one (a few minutes on 2 cores)", bundle)
+    train_bundle(bundle, data=data, progress=False)
+
+
+def _onnx_metric(path: Path, kind: str, z: np.ndarray, labels: np.ndarray) -> float:
+    import onnxruntime as ort
+
+    from models.metrics import score
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = np.concatenate([session.run(None, {"z": z[i : i + 256]})[0] for i in range(0, len(z), 256)])
+    return score(kind, outputs, labels)
+
+
+def _chance(kind: str, labels: np.ndarray) -> float | None:
+    """The best constant guess on these labels (majority class, or the median): what ignoring the input scores."""
+    if kind == "classification":
+        return float(np.bincount(labels).max() / len(labels))
+    if kind == "regression":
+        return float(np.abs(labels - np.median(labels, axis=0)).mean())
+    return None
+
+
+def _joint(bundle: Path, task: str, data: str, count: int | None, epochs: int | None,
+           test: Dataset) -> dict[str, Any]:
+    """Train the bundle's model again, from scratch, with ``task`` among its tasks."""
+    from models.data import load_dataset
+    from models.train import TrainConfig, evaluate, train
+    from models.tune import bundle_config
+    from shared.bundle import read_manifest
+
+    manifest = read_manifest(bundle)
+    facts = manifest.training
+    tcfg = TrainConfig(
+        epochs=epochs or int(facts.get("epochs", TrainConfig.epochs)),
+        rate_lambda=float(facts.get("rate_lambda", TrainConfig.rate_lambda)),
+        seed=int(facts.get("seed", TrainConfig.seed)),
+        tasks=(*manifest.task_names, task),
+    )
+    train_split = load_dataset(data, "train", count=count, seed=tcfg.seed)
+    log.info("joint training with %s from the start: %d samples, %d epochs", task, len(train_split), tcfg.epochs)
+    result = train(bundle_config(bundle, manifest), tcfg, train_split, progress=False)
+    scores = evaluate(result, test)
+    return {"metric": scores[task], "seconds": result.seconds, "epochs": tcfg.epochs, "all_tasks": scores}
+
+
+def _hot_add(bundle: Path, tuned: Path, task: str, images: np.ndarray, workdir: Path) -> dict[str, Any]:
+    """Serve ``bundle``, keep device clients busy, push ``tuned``, then ask an unchanged device for ``task``."""
+    from device_client import DeviceClient
+    from devtune.server_process import ServerProcess
+    from devtune.tuning_cli import push_bundle
+
+    counts = {"before": 0, "after": 0}
+    lock = threading.Lock()
+    failures: list[str] = []
+    pushed = threading.Event()
+    stop = threading.Event()
+    samples = list(images[:2])
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
+
+    with ServerProcess(bundle, auth="off", repository=workdir / "repository") as server:
+
+        def traffic() -> None:
+            with DeviceClient(bundle, server.url) as client:
+                while not stop.is_set():
+                    try:
+                        client.predict(samples)
+                        with lock:
+                            counts["after" if pushed.is_set() else "before"] += 1
+                    except Exception as exc:  # noqa: BLE001 - every failure is counted
+                        with lock:
+                            failures.append(repr(exc))
+
+        workers = [threading.Thread(target=traffic, daemon=True) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        try:
+            while counts["before"] < 20 and not failures:
+                stop.wait(0.02)
+            started = time.perf_counter()
+            loaded = push_bundle(tuned, server.url)
+            push_seconds = time.perf_counter() - started
+            pushed.set()
+            seen = counts["after"]
+            while counts["after"] < seen + 20 and not failures:
+                stop.wait(0.02)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join()
+        with DeviceClient(bundle, server.url) as client:  # the ORIGINAL bundle: an unchanged device
+            answer = client.predict(samples, tasks=[task]).response
+    return {
+        "requests": counts["before"] + counts["after"],
+        "failed": len(failures),
+        "failures": failures[:3],
+        "push_seconds": round(push_seconds, 3),
+        "loaded_version": loaded["version"],
+        "new_task_answered": task in answer.predictions and answer.version == loaded["version"],
+    }
+
+
+def _measure(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from models.data import load_dataset
+    from models.tune import TuneConfig, represent, tune_bundle
+
+    bundle = Path(args.bundle)
+    _ensure_bundle(bundle, args.data)
+    started = time.perf_counter()
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    test = load_dataset(args.data, "test", count=args.test_count)
+    task = args.task or (test.held_out[0] if test.held_out else None)
+    if task is None:
+        raise ValueError(f"data set {test.name!r} has no held-out task; name one with --task")
+    given = {"count": args.count, "val_count": args.test_count, "epochs": args.tune_epochs}
+    config = TuneConfig(threads=args.threads, **{k: v for k, v in given.items() if v is not None})
+    torch.set_num_threads(args.threads)  # the joint run too, so both sides get the same machine
+
+    with tempfile.TemporaryDirectory(prefix="devtune-bench-tune-") as work:
+        workdir = Path(work)
+        log.info("tuning %s on the frozen representation of %s", task, bundle)
+        result = tune_bundle(bundle, workdir / "tuned", task=task, data=args.data, config=config, fallback=[task])
+        spec = result.manifest.task(task)
+        z_test = represent(bundle, test.images)
+        labels = test.labels[task]
+        tuned = _onnx_metric(workdir / "tuned" / spec.file, spec.kind, z_test, labels)
+        head = next(f for f in result.manifest.fallbacks if f.task == task)
+        fallback = _onnx_metric(workdir / "tuned" / head.file, spec.kind, z_test, labels)
+        log.info("tuned %s %.4f, fallback %.4f, in %.1f s", spec.metric, tuned, fallback, result.seconds)
+        hot_add = _hot_add(bundle, workdir / "tuned", task, test.images, workdir) if args.hot_add else None
+        joint = _joint(bundle, task, args.data, args.count, args.joint_epochs, test)
+        log.info("joint %s %.4f in %.0f s", spec.metric, joint["metric"], joint["seconds"])
+
+    sign = 1.0 if spec.higher_is_better else -1.0
+    points = 100.0 if spec.metric in ("accuracy", "miou") else 1.0
+    gap = sign * (joint["metric"] - tuned) * points
+    chance = _chance(spec.kind, labels)
+    warnings = []
+    if chance is not None and sign * (joint["metric"] - chance) * points < TARGET_GAP_POINTS:
+        warnings.append(f"joint training does not learn {task} either ({joint['metric']:.4f} vs {chance:.4f} "
+                        "for a constant guess): tuned vs joint says nothing about device tuning here")
+    targets = {
+        "tuned_near_joint": {"goal": f"tuned within {TARGET_GAP_POINTS:g} points of joint",
+                             "holds": gap <= TARGET_GAP_POINTS},
+        "tune_time": {"goal": f"tuning under {TARGET_TUNE_SECONDS:.0f} s on 2 cores",
+                      "holds": result.seconds < TARGET_TUNE_SECONDS},
+    }
+    if warnings:
+        targets["tuned_near_joint"]["meaningful"] = False
+    if hot_add is not None:
+        targets["hot_add"] = {"goal": "adding the task to a loaded server fails no request",
+                              "holds": hot_add["failed"] == 0 and hot_add["new_task_answered"]}
+    return {
+        "task": task,
+        "metric": spec.metric,
+        "higher_is_better": spec.higher_is_better,
+        "tuned": round(tuned, 4),
+        "joint": round(joint["metric"], 4),
+        "fallback": round(fallback, 4),
+        "tune_seconds": round(result.seconds, 1),
+        "chance": None if chance is None else round(chance, 4),
+        "gap_points": round(gap, 2),
+        "warnings": warnings,
+        "tune": {"represent_seconds": round(result.represent_seconds, 1),
+                 "train_seconds": round(result.train_seconds, 1),
+                 "val_metric": round(result.val_metric, 4),
+                 "epochs": config.epochs, "samples": result.manifest.training.get(f"tuned_{task}_samples"),
+                 "includes": "frozen representation of train+val, decoder, device head, ONNX export, bundle write"},
+        "joint_run": {"seconds": round(joint["seconds"], 1), "epochs": joint["epochs"],
+                      "metrics": {k: round(v, 4) for k, v in joint["all_tasks"].items()}},
+        "hot_add": hot_add,
+        "targets": targets,
+        "bundle": {"path": str(bundle), "name": result.manifest.name, "version": result.manifest.version - 1,
+                   "tuned_version": result.manifest.version, "fingerprint": result.manifest.device_fingerprint},
+        "test_samples": len(test),
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "loadavg_before": load_before,
+                    "loadavg_after": os.getloadavg() if hasattr(os, "getloadavg") else None},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _table(report: dict[str, Any]) -> str:
+    better = "higher" if report["higher_is_better"] else "lower"
+    title = f"held-out task {report['task']} ({report['metric']}, {better} is better), {report['test_samples']} test samples:"
+    lines = [title,
+             f"  tuned on the frozen representation  {report['tuned']:.4f}   ({report['tune_seconds']:.1f} s to tune)",
+             f"  trained jointly from the start      {report['joint']:.4f}   ({report['joint_run']['seconds']:.0f} s)",
+             f"  device fallback head                {report['fallback']:.4f}",
+             f"  constant guess (chance)             {report['chance']}"]
+    if report["hot_add"]:
+        h = report["hot_add"]
+        lines.append(f"  hot add under load: {h['requests']} requests, {h['failed']} failed, "
+                     f"new task answered: {h['new_task_answered']}")
+    lines.append("")
+    for name, target in report["targets"].items():
+        note = "" if target.get("meaningful", True) else " (not meaningful, see the warning)"
+        lines.append(f"{'PASS' if target['holds'] else 'FAIL'}  {name}: {target['goal']}{note}")
+    lines += [f"WARNING  {warning}" for warning in report["warnings"]]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.json:
+        with _stdout_to_stderr() as stdout:
+            report = _measure(args)
+            stdout.write(json.dumps(report) + "\n")
+    else:
+        report = _measure(args)
+        print(_table(report))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        log.info("wrote %s", out)
+    return 0
