@@ -144,9 +144,9 @@ def bundle_config(bundle_dir: str | Path, manifest: Manifest | None = None) -> M
 class FallbackHead(nn.Module):
     """A small head the device can run itself: z (B,N,C) -> the task's output.
 
-    A per-token MLP, then mean and max over tokens (max keeps what lives in a few
-    tokens), then an MLP; dense tasks stay per token and are upsampled bilinearly.
-    About 3k parameters at width 32, a few microseconds per sample on a Raspberry Pi.
+    A per-token MLP plus a learned position per token, then mean and max over tokens (max
+    keeps what lives in a few tokens, the position term keeps where), then an MLP; dense
+    tasks stay per token and are upsampled bilinearly. About 5k parameters at width 32.
     """
 
     def __init__(self, cfg: ModelConfig, head: TaskHead, width: int = 32) -> None:
@@ -154,13 +154,16 @@ class FallbackHead(nn.Module):
         self.head = head
         self.grid = cfg.grid
         self.token = nn.Sequential(nn.Linear(cfg.bottleneck, width), nn.GELU(), nn.Linear(width, width), nn.GELU())
+        # Without it pooling forgets where a token was: a quadrant head stayed at chance.
+        self.pos = nn.Parameter(torch.zeros(1, cfg.tokens, width))
+        nn.init.trunc_normal_(self.pos, std=0.02)
         if head.kind == "dense":
             self.out: nn.Module = nn.Linear(width, head.out)
         else:
             self.out = nn.Sequential(nn.Linear(2 * width, width), nn.GELU(), nn.Linear(width, head.out))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        t = self.token(z)  # (B, N, W)
+        t = self.token(z) + self.pos  # (B, N, W)
         if self.head.kind == "dense":
             b = t.shape[0]
             logits = self.out(t).transpose(1, 2).reshape(b, self.head.out, self.grid, self.grid)  # (B, K, g, g)
