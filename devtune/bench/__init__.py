@@ -8,8 +8,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
 
-__all__ = ["KINDS", "add_bench_command"]
+__all__ = ["KINDS", "add_bench_command", "emit_report", "stdout_to_stderr"]
+
+log = logging.getLogger("devtune")
 
 KINDS = {
     "rate": "rate-accuracy sweep against float32, uint8, zstd, PNG and JPEG baselines",
@@ -37,3 +47,43 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[
             continue
         module.add_arguments(parser)
         parser.set_defaults(func=_run)
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[IO[str]]:
+    """Point fd 1 at stderr (child processes started meanwhile inherit that); yield the real stdout.
+
+    With --json the one JSON object must be all that reaches stdout, whatever a server or
+    a progress bar started during the measurement prints.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with os.fdopen(os.dup(saved), "w") as real:
+            yield real
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def emit_report(
+    args: argparse.Namespace,
+    measure: Callable[[argparse.Namespace], dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+) -> int:
+    """Run a benchmark; print its table, or with --json one JSON object; write it to --out."""
+    if args.json:
+        with stdout_to_stderr() as stdout:
+            report = measure(args)
+            stdout.write(json.dumps(report) + "\n")
+    else:
+        report = measure(args)
+        print(table(report))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        log.info("wrote %s", out)
+    return 0

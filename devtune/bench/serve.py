@@ -29,22 +29,23 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from devtune.bench import emit_report
 from shared.bundle import MANIFEST_FILE
 
 if TYPE_CHECKING:
     from devtune.loadgen import Client, LevelResult, Workload
     from devtune.server_process import ServerProcess
+
 
 __all__ = ["add_arguments", "make_many_task_bundle", "run"]
 
@@ -586,35 +587,8 @@ def _table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@contextmanager
-def _stdout_to_stderr() -> Iterator[IO[str]]:
-    """Point fd 1 at stderr (servers started meanwhile inherit that); yield the real stdout."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        with os.fdopen(os.dup(saved), "w") as real:
-            yield real
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def run(args: argparse.Namespace) -> int:
     # httpx logs every request at INFO: costly in a load generator, and noise.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    if args.json:
-        with _stdout_to_stderr() as stdout:
-            report = _measure(args)
-            stdout.write(json.dumps(report) + "\n")
-    else:
-        report = _measure(args)
-        print(_table(report))
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        log.info("wrote %s", out)
-    return 0
+    return emit_report(args, _measure, _table)

@@ -19,22 +19,21 @@ server's output go to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from devtune.bench import emit_report
+
 if TYPE_CHECKING:
     from models.data import Dataset
+
 
 __all__ = ["add_arguments", "run"]
 
@@ -62,21 +61,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "busy 2-core machine more threads wait on each other and run several times slower)")
     parser.add_argument("--no-hot-add", dest="hot_add", action="store_false",
                         help="skip pushing the tuned version into a loaded server")
-
-
-@contextmanager
-def _stdout_to_stderr() -> Iterator[Any]:
-    """Send everything written to fd 1 (the server child too) to stderr; yield the real stdout."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        with os.fdopen(os.dup(saved), "w") as real:
-            yield real
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _ensure_bundle(bundle: Path, data: str) -> None:
@@ -292,16 +276,4 @@ def _table(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.json:
-        with _stdout_to_stderr() as stdout:
-            report = _measure(args)
-            stdout.write(json.dumps(report) + "\n")
-    else:
-        report = _measure(args)
-        print(_table(report))
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        log.info("wrote %s", out)
-    return 0
+    return emit_report(args, _measure, _table)
