@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.bundle import MANIFEST_FILE, read_manifest
+from shared.manifest import Manifest
 
 __all__ = ["run_demo"]
 
