@@ -6,7 +6,6 @@ import io
 import json
 import shutil
 import tarfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from device_client import DeviceClient
 from devtune.server_process import ServerProcess
 from models.data import make_shapes
 from shared.errors import RemoteError
+from tests.traffic import Traffic
 
 USER, ADMIN = "user-key-123", "admin-key-456"
 
@@ -74,34 +74,18 @@ def test_new_version_swaps_in_under_load_without_failures(keyed_server: str, tin
                                                           tmp_path: Path) -> None:
     images = list(make_shapes("test", count=4).images)
     admin = {"Authorization": f"Bearer {ADMIN}"}
-    versions: list[int] = []
-    failures: list[Exception] = []
-    stop = threading.Event()
 
-    def traffic() -> None:
-        with DeviceClient(tiny_bundle, keyed_server, api_key=USER) as client:
-            while not stop.is_set():
-                try:
-                    versions.append(client.predict(images[:2]).response.version)
-                except Exception as exc:  # noqa: BLE001 - every failure is a test failure
-                    failures.append(exc)
+    def make_client() -> DeviceClient:
+        return DeviceClient(tiny_bundle, keyed_server, api_key=USER)
 
-    workers = [threading.Thread(target=traffic) for _ in range(3)]
-    for worker in workers:
-        worker.start()
-    try:
+    with Traffic(make_client, images[:2]) as traffic:
         v2 = _version_copy(tiny_bundle, tmp_path / "v2", 2)
         answer = httpx.post(f"{keyed_server}/admin/models/load", content=_tar(v2),
                             headers={**admin, "Content-Type": "application/gzip"}, timeout=60)
         assert answer.status_code == 200, answer.text
         assert answer.json()["loaded"]["version"] == 2
-        seen_new = len(versions)
-        while len(versions) < seen_new + 10 and not failures:
-            stop.wait(0.05)
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join()
+        traffic.wait_for(10)
+    versions, failures = traffic.versions, traffic.failures
     assert not failures, failures[:3]
     assert versions[0] == 1 and versions[-1] == 2
     listed = httpx.get(f"{keyed_server}/admin/models", headers=admin).json()

@@ -4,7 +4,6 @@ device (the original bundle directory) gets predictions for it over HTTP."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from models.data import make_shapes
 from models.tune import TuneConfig, tune_bundle
 from shared.bundle import read_manifest
 from shared.errors import RemoteError, ServerUnreachable
+from tests.traffic import Traffic
 
 ADMIN, USER = "admin-key-789", "user-key-789"
 
@@ -43,32 +43,11 @@ def test_an_unchanged_device_gets_the_new_task_while_traffic_keeps_flowing(
     with DeviceClient(tiny_bundle, open_server) as client, pytest.raises(RemoteError, match="unknown task"):
         client.predict(images[:1], tasks=["dots"])  # v1 does not serve it
 
-    answered: list[int] = []
-    failures: list[Exception] = []
-    stop = threading.Event()
-
-    def traffic() -> None:
-        with DeviceClient(tiny_bundle, open_server) as client:
-            while not stop.is_set():
-                try:
-                    answered.append(client.predict(images[:2]).response.version)
-                except Exception as exc:  # noqa: BLE001 - every failure is a test failure
-                    failures.append(exc)
-
-    workers = [threading.Thread(target=traffic) for _ in range(3)]
-    for worker in workers:
-        worker.start()
-    try:
-        while len(answered) < 5 and not failures:
-            stop.wait(0.02)
+    with Traffic(lambda: DeviceClient(tiny_bundle, open_server), images[:2]) as traffic:
+        traffic.wait_for(5)
         assert main(["push", "--bundle", str(tuned_bundle), "--server", open_server]) == 0
-        pushed_at = len(answered)
-        while len(answered) < pushed_at + 10 and not failures:
-            stop.wait(0.02)
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join()
+        traffic.wait_for(10)
+    answered, failures = traffic.versions, traffic.failures
     assert not failures, failures[:3]
     assert answered[0] == 1 and answered[-1] == 2  # traffic moved to the new version, none dropped
     printed = capsys.readouterr().out
