@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,9 @@ from devtune.bench.rate import (
     RateSweep,
     evaluate_targets,
     measure,
+    render_table,
+    report_json,
     sweep_from_args,
-    write_report,
 )
 
 TASKS = {"shape", "color", "texture", "size", "mask"}
@@ -48,9 +51,8 @@ def tiny_report(tmp_path_factory: pytest.TempPathFactory) -> RateReport:
 
 @pytest.fixture(scope="module")
 def document(tiny_report: RateReport, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("rate-json") / "bench-rate.json"
-    written = write_report(tiny_report, out, as_json=False)
-    assert json.loads(out.read_text()) == written
+    written = report_json(tiny_report)
+    assert json.loads(json.dumps(written, allow_nan=False)) == written  # plain, finite JSON
     return written
 
 
@@ -95,12 +97,22 @@ def test_plot_is_written(tiny_report: RateReport) -> None:
 
 
 def test_json_mode_prints_one_object_on_stdout(
-    tiny_report: RateReport, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_report: RateReport, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    write_report(tiny_report, tmp_path / "out.json", as_json=True)
-    captured = capsys.readouterr()
+    """Through the benchmarks' shared emitter, as `run` uses it."""
+    from devtune.bench import emit_report
+
+    def document(_: argparse.Namespace) -> dict[str, Any]:
+        print(render_table(tiny_report), file=sys.stderr)  # what run() prints while measuring
+        return report_json(tiny_report)
+
+    out = tmp_path / "out.json"
+    emit_report(argparse.Namespace(json=True, out=str(out)), document, lambda _: "")
+    captured = capfd.readouterr()
     assert json.loads(captured.out)["points"]  # exactly one JSON document, nothing else
     assert "targets" in captured.err  # the table goes to stderr
+    assert json.loads(out.read_text()) == json.loads(captured.out)
+    assert "plot:" in render_table(tiny_report)
 
 
 def _point(bits: int, size: float, shape: float, mae: float) -> PointResult:
@@ -138,6 +150,17 @@ def test_targets_fall_back_to_the_closest_point_and_jpeg() -> None:
     assert targets.checks["vs_jpeg"].measured == 9.0 and "closest, quality 50" in targets.checks["vs_jpeg"].note
     assert not targets.all_pass
     assert evaluate_targets(points, reference, kinds, 24576.0, png, []).checks["vs_jpeg"].measured == 90.0
+
+
+def test_jpeg_augmentation_degrades_half_the_training_images() -> None:
+    from devtune.bench.rate import _jpeg_augmented
+    from models.data import make_shapes
+
+    data = make_shapes("train", count=40)
+    augmented = _jpeg_augmented(data, (10, 50), seed=0)
+    changed = (augmented.images != data.images).any(axis=(1, 2, 3))
+    assert changed.sum() == 20  # q10 and q50 always move some pixel of a noisy image
+    assert augmented.labels is data.labels and augmented.images.dtype == data.images.dtype
 
 
 def test_command_line_presets_and_overrides() -> None:
