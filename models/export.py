@@ -39,6 +39,7 @@ __all__ = [
     "export_decoder",
     "load_checkpoint",
     "quant_spec",
+    "representation_spec",
     "symbol_histogram",
 ]
 
@@ -104,6 +105,24 @@ def symbol_histogram(model: MultiTaskModel, data: Dataset, limit: int = 4000) ->
         for c in range(cfg.bottleneck):
             counts[c] += np.bincount(symbols[:, c], minlength=cfg.levels)
     return counts
+
+
+def representation_spec(cfg: ModelConfig, counts: np.ndarray, codec: str) -> RepresentationSpec:
+    """What a bundle's manifest says about its representation; for ``rans`` the coder's
+    tables come from the symbol counts (C, L) of :func:`symbol_histogram`, add-half smoothed
+    so that no symbol the training split never showed is uncodable."""
+    entropy = None
+    if codec == "rans":
+        pmf = (counts + 0.5) / (counts + 0.5).sum(axis=1, keepdims=True)
+        freqs = quantize_pmf(pmf, ENTROPY_PRECISION)
+        entropy = EntropySpec(precision=ENTROPY_PRECISION, freqs=freqs.tolist())
+    return RepresentationSpec(
+        shape=(cfg.tokens, cfg.bottleneck),
+        quant=quant_spec(cfg),
+        codec=codec,  # type: ignore[arg-type]
+        entropy=entropy,
+        split_shape=(cfg.tokens, cfg.dim),
+    )
 
 
 @torch.no_grad()
@@ -194,18 +213,7 @@ def export_bundle(
     save_checkpoint(result, bundle_dir / CHECKPOINT_FILE)
 
     counts = symbol_histogram(model, train_data)
-    entropy = None
-    if codec == "rans":
-        pmf = (counts + 0.5) / (counts + 0.5).sum(axis=1, keepdims=True)
-        freqs = quantize_pmf(pmf, ENTROPY_PRECISION)
-        entropy = EntropySpec(precision=ENTROPY_PRECISION, freqs=freqs.tolist())
-    representation = RepresentationSpec(
-        shape=(cfg.tokens, cfg.bottleneck),
-        quant=quant_spec(cfg),
-        codec=codec,  # type: ignore[arg-type]
-        entropy=entropy,
-        split_shape=(cfg.tokens, cfg.dim),
-    )
+    representation = representation_spec(cfg, counts, codec)
     infos = {t.name: t for t in train_data.tasks}
     probs = counts / counts.sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):

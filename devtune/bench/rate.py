@@ -264,22 +264,10 @@ def _symbols(result: TrainResult, data: Dataset) -> npt.NDArray[np.uint8]:
 def _representation(
     result: TrainResult, train_data: Dataset, codec: CodecName, limit: int
 ) -> RepresentationSpec:
-    """The RepresentationSpec export_bundle would write: same histogram, smoothing, precision."""
-    from models.export import ENTROPY_PRECISION, quant_spec, symbol_histogram
-    from shared.entropy import quantize_pmf
-    from shared.manifest import EntropySpec, RepresentationSpec
+    """The RepresentationSpec export_bundle would write for ``result``."""
+    from models.export import representation_spec, symbol_histogram
 
-    cfg = result.model.cfg
-    entropy = None
-    if codec == "rans":
-        counts = symbol_histogram(result.model, train_data, limit=limit)
-        pmf = (counts + 0.5) / (counts + 0.5).sum(axis=1, keepdims=True)
-        freqs = quantize_pmf(pmf, ENTROPY_PRECISION)
-        entropy = EntropySpec(precision=ENTROPY_PRECISION, freqs=freqs.tolist())
-    return RepresentationSpec(
-        shape=(cfg.tokens, cfg.bottleneck), quant=quant_spec(cfg), codec=codec, entropy=entropy,
-        split_shape=(cfg.tokens, cfg.dim),
-    )
+    return representation_spec(result.model.cfg, symbol_histogram(result.model, train_data, limit=limit), codec)
 
 
 def _zstd_sizes(symbols: npt.NDArray[np.uint8], level: int) -> list[int]:
