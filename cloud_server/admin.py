@@ -19,12 +19,13 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from cloud_server.dataplane import DataPlane
+from cloud_server.deps import Plane, admin_access, read_body
 from shared.bundle import read_manifest
 from shared.errors import BundleError, ProtocolError
 
 __all__ = ["admin_router"]
 
-admin_router = APIRouter(prefix="/admin")
+admin_router = APIRouter(prefix="/admin", dependencies=[admin_access])
 
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 
@@ -34,24 +35,16 @@ class LoadRequest(BaseModel):
     """A bundle directory on the server's file system."""
 
 
-def _plane(request: Request) -> DataPlane:
-    plane: DataPlane = request.app.state.plane
-    return plane
-
-
 @admin_router.get("/models")
-async def list_models(request: Request) -> list[dict[str, Any]]:
-    return [served.describe() for served in _plane(request).models.values()]
+async def list_models(plane: Plane) -> list[dict[str, Any]]:
+    return [served.describe() for served in plane.models.values()]
 
 
 @admin_router.post("/models/load")
-async def load_model(request: Request) -> dict[str, Any]:
+async def load_model(request: Request, plane: Plane) -> dict[str, Any]:
     """JSON ``{"path": DIR}``, or a gzip'd tar of a bundle (Content-Type: application/gzip)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
-    plane = _plane(request)
     if content_type in ("application/gzip", "application/x-gzip", "application/x-tar"):
-        from cloud_server.app import read_body
-
         archive = await read_body(request, MAX_UPLOAD_BYTES)
         path = _unpack_upload(archive, plane)
     elif content_type == "application/json":
@@ -66,8 +59,8 @@ async def load_model(request: Request) -> dict[str, Any]:
 
 
 @admin_router.delete("/models/{name}/versions/{version}")
-async def unload_model(name: str, version: int, request: Request) -> dict[str, str]:
-    await _plane(request).unload(name, version)
+async def unload_model(name: str, version: int, plane: Plane) -> dict[str, str]:
+    await plane.unload(name, version)
     return {"unloaded": f"{name} v{version}"}
 
 

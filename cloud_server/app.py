@@ -8,63 +8,31 @@ the Open Inference Protocol v2 under ``/v2`` (``oip.py``) and the admin API unde
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from cloud_server.admin import admin_router
 from cloud_server.admission import AdmissionGate
-from cloud_server.auth import Access, KeyRing, keyring_from
+from cloud_server.auth import keyring_from
 from cloud_server.dataplane import DataPlane
+from cloud_server.deps import Plane, inference_access, read_body
 from cloud_server.errors import install_error_handlers
 from cloud_server.metrics import Metrics
 from cloud_server.observe import Observe
+from cloud_server.oip import oip_public_router, oip_router
 from cloud_server.settings import CloudSettings
 from shared.bundle import MANIFEST_FILE
-from shared.errors import PayloadTooLarge
 from shared.protocol import CONTENT_TYPE, Limits, check_content_type, pack_response, unpack_request
 
-__all__ = ["create_app", "read_body", "require"]
+__all__ = ["create_app", "find_bundles"]
 
 log = logging.getLogger("cloud_server")
-
-
-async def get_plane(request: Request) -> DataPlane:
-    plane: DataPlane = request.app.state.plane
-    return plane
-
-
-Plane = Annotated[DataPlane, Depends(get_plane)]
-
-
-def require(access: Access) -> Callable[[Request], Awaitable[None]]:
-    """A dependency that checks the bearer token for ``access``."""
-
-    # async, like get_plane: FastAPI runs a plain def dependency in a worker thread, two
-    # thread hops per request that cost about a quarter of its CPU time.
-    async def check(request: Request) -> None:
-        keys: KeyRing = request.app.state.keys
-        keys.check(request, access)
-
-    return check
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to pass ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes is over the {limit}-byte limit; send fewer samples")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body is over the {limit}-byte limit; send fewer samples per request")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def find_bundles(repository: Path) -> list[Path]:
@@ -116,12 +84,12 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/bundles", dependencies=[Depends(require(Access.INFERENCE))])
+    @app.get("/v1/bundles", dependencies=[inference_access])
     async def bundles(plane: Plane) -> list[dict[str, Any]]:
         """Every served bundle: tasks, representation spec, fingerprint."""
         return [served.describe() for served in plane.models.values()]
 
-    @app.post("/v1/predict", response_class=Response, dependencies=[Depends(require(Access.INFERENCE))])
+    @app.post("/v1/predict", response_class=Response, dependencies=[inference_access])
     async def predict(request: Request, plane: Plane) -> Response:
         """msgpack PredictRequest in, msgpack PredictResponse out."""
         check_content_type(request.headers.get("content-type"))
@@ -130,12 +98,9 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         answer = await plane.predict(unpack_request(body, limits))
         return Response(pack_response(answer), media_type=CONTENT_TYPE)
 
-    from cloud_server.admin import admin_router
-    from cloud_server.oip import oip_public_router, oip_router
-
-    app.include_router(admin_router, dependencies=[Depends(require(Access.ADMIN))])
+    app.include_router(admin_router)
     app.include_router(oip_public_router)
-    app.include_router(oip_router, dependencies=[Depends(require(Access.INFERENCE))])
+    app.include_router(oip_router)
     app.add_middleware(Observe, metrics=metrics)
     # Outermost: refuse what cannot be served before paying for it (admission.py).
     app.add_middleware(AdmissionGate, limit=settings.max_queue + settings.max_batch_size, metrics=metrics)
