@@ -12,6 +12,8 @@ refuses the ones beyond ``limit`` at once, without reading their bodies, with th
 
 from __future__ import annotations
 
+from typing import Literal
+
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -19,15 +21,24 @@ from cloud_server.errors import error_response
 from cloud_server.metrics import Metrics
 from shared.errors import Overloaded
 
-__all__ = ["AdmissionGate", "is_inference"]
+__all__ = ["AdmissionGate", "inference_protocol", "is_inference"]
+
+
+def inference_protocol(scope: Scope) -> Literal["native", "oip"] | None:
+    """Which inference route a request is for, before routing: POST /v1/predict (native) or
+    POST /v2/models/{name}[/versions/{v}]/infer (oip); None for every other request."""
+    if scope.get("method") != "POST":
+        return None
+    path: str = scope.get("path", "")
+    if path == "/v1/predict":
+        return "native"
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        return "oip"
+    return None
 
 
 def is_inference(scope: Scope) -> bool:
-    """POST /v1/predict and POST /v2/models/{name}[/versions/{v}]/infer."""
-    path: str = scope.get("path", "")
-    return scope.get("method") == "POST" and (
-        path == "/v1/predict" or (path.startswith("/v2/models/") and path.endswith("/infer"))
-    )
+    return inference_protocol(scope) is not None
 
 
 class AdmissionGate:
@@ -43,7 +54,7 @@ class AdmissionGate:
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_inference(scope):
+        if scope["type"] != "http" or inference_protocol(scope) is None:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.limit:
@@ -62,4 +73,6 @@ class AdmissionGate:
             f"server is at capacity ({self.in_flight} inference requests in flight); retry shortly",
             retry_after=self.retry_after,
         )
-        await error_response(overloaded, Request(scope))(scope, receive, send)
+        # No route is matched yet: answer as the OIP routes would (message in "error") for theirs.
+        answer = error_response(overloaded, Request(scope), message_in_error=inference_protocol(scope) == "oip")
+        await answer(scope, receive, send)

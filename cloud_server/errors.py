@@ -1,4 +1,9 @@
-"""The one place that maps domain errors to HTTP: status, JSON body, headers."""
+"""The one place that maps domain errors to HTTP: status, JSON body, headers.
+
+Every error body is ``{"error": kind, "detail": message}``. Routes built with
+``ErrorMessageRoute`` (the OIP routers) answer ``"error": "kind: message"`` instead, since
+OIP clients (tritonclient) show only that field: the route decides, not its URL.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import re
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.errors import (
@@ -21,7 +27,7 @@ from shared.errors import (
     UnsupportedMediaType,
 )
 
-__all__ = ["error_response", "install_error_handlers", "status_for"]
+__all__ = ["ErrorMessageRoute", "error_response", "install_error_handlers", "status_for"]
 
 log = logging.getLogger("cloud_server")
 
@@ -45,18 +51,32 @@ def status_for(exc: DeviceTuningError) -> int:
 
 
 def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    """``FingerprintMismatch`` -> ``fingerprint_mismatch``; an acronym stays one word (``http_exception``)."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
-def _body(request: Request, kind: str, detail: object) -> dict[str, object]:
-    """{"error": kind, "detail": message}; on OIP routes "error" carries the message too,
-    since OIP clients (tritonclient) show only that field."""
-    error = f"{kind}: {detail}" if request.url.path.startswith("/v2/") else kind
-    return {"error": error, "detail": detail}
+class ErrorMessageRoute(APIRoute):
+    """A route whose error bodies carry the message in "error" too, for clients that show only
+    that field (OIP: tritonclient). Build a router with ``APIRouter(route_class=ErrorMessageRoute)``.
+
+    The router puts the route it matched in ``scope["route"]``, also when only the path
+    matched (405), so every error of the route, from auth to the handler, is told apart.
+    """
 
 
-def error_response(exc: DeviceTuningError, request: Request) -> JSONResponse:
-    body = _body(request, _snake(type(exc).__name__), str(exc))
+def _body(request: Request, kind: str, detail: object, message_in_error: bool | None) -> dict[str, object]:
+    """{"error": kind, "detail": message}, with "error": "kind: message" where the route asks."""
+    if message_in_error is None:
+        message_in_error = isinstance(request.scope.get("route"), ErrorMessageRoute)
+    return {"error": f"{kind}: {detail}" if message_in_error else kind, "detail": detail}
+
+
+def error_response(
+    exc: DeviceTuningError, request: Request, message_in_error: bool | None = None
+) -> JSONResponse:
+    """The answer to ``exc``. ``message_in_error`` is for callers that answer before any
+    route is matched (the admission gate); by default the matched route decides."""
+    body = _body(request, _snake(type(exc).__name__), str(exc), message_in_error)
     headers = {}
     if isinstance(exc, FingerprintMismatch):
         body["expected"] = exc.expected
@@ -75,7 +95,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         return JSONResponse(
-            _body(request, _snake(type(exc).__name__), exc.detail),
+            _body(request, _snake(type(exc).__name__), exc.detail, None),
             status_code=exc.status_code,
             headers=exc.headers,
         )

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 
 from cloud_server.dataplane import DataPlane, Served
 from cloud_server.deps import AppMetrics, Plane, RequestLimits, inference_access, read_body
+from cloud_server.errors import ErrorMessageRoute
 from cloud_server.metrics import Metrics
 from cloud_server.oip_wire import (
     HEADER_LENGTH,
@@ -52,9 +53,10 @@ EXTENSIONS = ["binary_tensor_data"]
 _VERSION = re.compile(r"[1-9][0-9]{0,8}")
 _INLINE_LIMIT = 64 * 1024  # body bytes in, or output values out, past which (de)serializing leaves the loop
 
-oip_public_router = APIRouter()
+# Errors on these routes carry their message in "error", the one field OIP clients show.
+oip_public_router = APIRouter(route_class=ErrorMessageRoute)
 """Health and server metadata: no key, like the other probes."""
-oip_router = APIRouter(dependencies=[inference_access])
+oip_router = APIRouter(route_class=ErrorMessageRoute, dependencies=[inference_access])
 """Models and inference: an inference key."""
 
 
