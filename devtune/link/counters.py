@@ -37,13 +37,17 @@ class LinkCounters:
 
 
 def _tbf_drops(namespace: str, device: str) -> int:
-    qdiscs: list[dict[str, Any]] = json.loads(iproute(["tc", "-n", namespace, "-s", "-j", "qdisc", "show", "dev", device]))
+    qdiscs: list[dict[str, Any]] = json.loads(
+        iproute(["tc", "-n", namespace, "-s", "-j", "qdisc", "show", "dev", device])
+    )
     return sum(int(q.get("drops", 0)) for q in qdiscs if q.get("kind") == "tbf")
 
 
 def read_counters(device_ns: str, device_veth: str, cloud_ns: str, cloud_veth: str) -> LinkCounters:
     """Read the counters now (``ip -s -j link`` inside the device namespace)."""
-    links: list[dict[str, Any]] = json.loads(iproute(["ip", "-n", device_ns, "-s", "-j", "link", "show", "dev", device_veth]))
+    links: list[dict[str, Any]] = json.loads(
+        iproute(["ip", "-n", device_ns, "-s", "-j", "link", "show", "dev", device_veth])
+    )
     stats = links[0]["stats64"]
     return LinkCounters(
         up_bytes=int(stats["tx"]["bytes"]),

@@ -87,8 +87,23 @@ class Link:
         for name in (cloud, device):
             netns.create(name)
         # Both ends are created inside their namespaces: the host never sees the veth.
-        netns.iproute(["ip", "link", "add", self.veths["cloud"], "netns", cloud, "type", "veth",
-                       "peer", "name", self.veths["device"], "netns", device])
+        netns.iproute(
+            [
+                "ip",
+                "link",
+                "add",
+                self.veths["cloud"],
+                "netns",
+                cloud,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                self.veths["device"],
+                "netns",
+                device,
+            ]
+        )
         for role in ("cloud", "device"):
             name, veth = self.namespaces[role], self.veths[role]
             netns.iproute(["ip", "-n", name, "addr", "add", f"{self.addresses[role]}/30", "dev", veth])
@@ -106,6 +121,9 @@ class Link:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=5)
+            for pipe in (process.stdin, process.stdout, process.stderr):
+                if pipe is not None:
+                    pipe.close()
         self._processes.clear()
         if self._entered:
             for name in self.namespaces.values():
@@ -124,7 +142,9 @@ class Link:
     def spawn(self, role: Role, argv: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
         """Start ``argv`` inside the ``role`` namespace; it is killed when the link closes."""
         self._require_entered()
-        process: subprocess.Popen[Any] = subprocess.Popen(netns.exec_argv(self.namespaces[role], argv), **popen)
+        process: subprocess.Popen[Any] = subprocess.Popen(
+            netns.exec_argv(self.namespaces[role], argv), **popen
+        )
         self._processes.append(process)
         return process
 
@@ -133,43 +153,72 @@ class Link:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise LinkUnsupported(f"{process.args!r} exited with code {process.returncode} before it listened")
+                raise LinkUnsupported(
+                    f"{process.args!r} exited with code {process.returncode} before it listened"
+                )
             if netns.is_listening(process.pid, port):
                 return
             time.sleep(0.05)
-        raise LinkUnsupported(f"nothing listened on port {port} within {timeout:.0f} s; check the server's log")
+        raise LinkUnsupported(
+            f"nothing listened on port {port} within {timeout:.0f} s; check the server's log"
+        )
 
     def forward(self, port: int, timeout: float = 30.0) -> tuple[str, int]:
         """Start a delay relay in the device namespace to the cloud's ``port``; its (host, port) there."""
-        relay = self.spawn("device", [
-            sys.executable, "-m", "devtune.link.relay", "--listen", "127.0.0.1:0",
-            "--target", f"{self.cloud_address}:{port}", "--one-way-ms", str(self.rtt_ms / 2),
-            "--max-seconds", str(self.max_seconds),
-        ], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        relay = self.spawn(
+            "device",
+            [
+                sys.executable,
+                "-m",
+                "devtune.link.relay",
+                "--listen",
+                "127.0.0.1:0",
+                "--target",
+                f"{self.cloud_address}:{port}",
+                "--one-way-ms",
+                str(self.rtt_ms / 2),
+                "--max-seconds",
+                str(self.max_seconds),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert relay.stdout is not None  # for mypy: stdout=PIPE above
         ready, _, _ = select.select([relay.stdout], [], [], timeout)
         line = relay.stdout.readline() if ready else ""
         if not line:
-            raise LinkUnsupported(f"the relay did not start within {timeout:.0f} s (exit code {relay.poll()})")
+            raise LinkUnsupported(
+                f"the relay did not start within {timeout:.0f} s (exit code {relay.poll()})"
+            )
         where = json.loads(line)
         return str(where["host"]), int(where["port"])
 
-    def run(self, role: Role, argv: Sequence[str], timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, role: Role, argv: Sequence[str], timeout: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` to completion inside the ``role`` namespace (killed after ``timeout``)."""
         self._require_entered()
         return subprocess.run(
-            netns.exec_argv(self.namespaces[role], argv), check=False, capture_output=True, text=True, timeout=timeout
+            netns.exec_argv(self.namespaces[role], argv),
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def run_json(self, role: Role, argv: Sequence[str], timeout: float = 120.0) -> Any:
         """Run ``argv`` in ``role``'s namespace and parse the JSON it prints as its last line."""
         done = self.run(role, argv, timeout)
         if done.returncode != 0:
-            raise LinkUnsupported(f"{list(argv)!r} exited with code {done.returncode}: {done.stderr.strip()[-2000:]}")
+            raise LinkUnsupported(
+                f"{list(argv)!r} exited with code {done.returncode}: {done.stderr.strip()[-2000:]}"
+            )
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     def counters(self) -> LinkCounters:
         """The link's byte and drop counters now; subtract two readings for one run's traffic."""
         self._require_entered()
-        return read_counters(self.namespaces["device"], self.veths["device"],
-                             self.namespaces["cloud"], self.veths["cloud"])
+        return read_counters(
+            self.namespaces["device"], self.veths["device"], self.namespaces["cloud"], self.veths["cloud"]
+        )

@@ -17,7 +17,17 @@ from collections.abc import Sequence
 
 from devtune.link.support import LinkUnsupported
 
-__all__ = ["PREFIX", "create", "destroy", "exec_argv", "iproute", "is_listening", "listing", "pids", "remove_stale"]
+__all__ = [
+    "PREFIX",
+    "create",
+    "destroy",
+    "exec_argv",
+    "iproute",
+    "is_listening",
+    "listing",
+    "pids",
+    "remove_stale",
+]
 
 PREFIX = "dtlink-"  # every namespace this package makes is "dtlink-<pid>-<n>-<role>"
 _TIMEOUT_S = 15.0

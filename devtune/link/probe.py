@@ -55,7 +55,9 @@ def measure(host: str, port: int, up: int, down: int, repeat: int, timeout: floa
             while remaining:
                 chunk = sock.recv(min(remaining, _CHUNK_BYTES))
                 if not chunk:
-                    raise ConnectionError(f"the probe server closed with {remaining} bytes of the answer missing")
+                    raise ConnectionError(
+                        f"the probe server closed with {remaining} bytes of the answer missing"
+                    )
                 remaining -= len(chunk)
             rounds.append(time.perf_counter() - begin)
     return {"connect_s": connect_s, "round_s": rounds, "up": up, "down": down}

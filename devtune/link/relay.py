@@ -101,7 +101,9 @@ def _no_delay(writer: asyncio.StreamWriter) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-async def _handle(config: RelayConfig, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+async def _handle(
+    config: RelayConfig, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
+) -> None:
     accepted = asyncio.get_running_loop().time()
     try:
         server_r, server_w = await asyncio.open_connection(config.target_host, config.target_port)

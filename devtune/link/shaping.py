@@ -52,8 +52,16 @@ class TbfShape:
     def tc_args(self, device: str) -> list[str]:
         """``tc`` arguments (after ``tc -n NS``) that install this shape on ``device``."""
         return [
-            "qdisc", "add", "dev", device, "root", "tbf",
-            "rate", f"{self.rate_bit_s}bit",
-            "burst", str(self.burst_bytes),
-            "limit", str(self.limit_bytes),
+            "qdisc",
+            "add",
+            "dev",
+            device,
+            "root",
+            "tbf",
+            "rate",
+            f"{self.rate_bit_s}bit",
+            "burst",
+            str(self.burst_bytes),
+            "limit",
+            str(self.limit_bytes),
         ]

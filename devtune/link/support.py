@@ -27,7 +27,11 @@ def _probe_tbf() -> str | None:
     name = f"dtlink-probe-{os.getpid()}"
     try:
         created = subprocess.run(
-            ["ip", "netns", "add", name], check=False, capture_output=True, text=True, timeout=_PROBE_TIMEOUT_S
+            ["ip", "netns", "add", name],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=_PROBE_TIMEOUT_S,
         )
         if created.returncode != 0:
             return (
@@ -35,9 +39,27 @@ def _probe_tbf() -> str | None:
                 "allow network namespaces: run in a VM or a privileged container"
             )
         added = subprocess.run(
-            ["tc", "-n", name, "qdisc", "add", "dev", "lo", "root", "tbf",
-             "rate", "1mbit", "burst", "16kb", "latency", "400ms"],
-            check=False, capture_output=True, text=True, timeout=_PROBE_TIMEOUT_S,
+            [
+                "tc",
+                "-n",
+                name,
+                "qdisc",
+                "add",
+                "dev",
+                "lo",
+                "root",
+                "tbf",
+                "rate",
+                "1mbit",
+                "burst",
+                "16kb",
+                "latency",
+                "400ms",
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=_PROBE_TIMEOUT_S,
         )
         if added.returncode != 0:
             return (
@@ -48,7 +70,9 @@ def _probe_tbf() -> str | None:
     except subprocess.TimeoutExpired:
         return "`ip`/`tc` did not answer within 10 s; check that iproute2 works here"
     finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True, timeout=_PROBE_TIMEOUT_S)
+        subprocess.run(
+            ["ip", "netns", "del", name], check=False, capture_output=True, timeout=_PROBE_TIMEOUT_S
+        )
 
 
 def check_link_support() -> str | None:
