@@ -29,4 +29,9 @@ class Metrics:
         self.batch_size = Histogram("devtune_batch_samples", "Samples per decoder batch",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.received = Counter("devtune_received_bytes", "Request body bytes received", ["route"], registry=r)
-        self.refused = Counter("devtune_refused", "Requests refused with 503 at admission", registry=r)
+        self.refused = Counter(
+            "devtune_refused",
+            "Inference requests answered 503 before any decoder ran them: over the admission limit "
+            "(admission gate) or with the batcher queue full (data plane)",
+            registry=r,
+        )
