@@ -8,8 +8,9 @@ its size. Two numbers besides the rate decide what a benchmark sees:
   request would look free. We use one full Ethernet frame plus slack for tc's rounding
   of the bucket to timer ticks: the smallest bucket that still passes every frame (a
   frame larger than the bucket is dropped). A message of N frames then takes (N - 1)
-  frame times instead of N, an error of one frame (1.5 ms at 8 Mbit/s), as on a real
-  link where the first frame also has to be serialised.
+  frame times instead of N: after an idle moment the first frame crosses for free, where
+  a real link would serialise it too. That error is at most one frame time per message and
+  direction (1.5 ms at 8 Mbit/s, 12 ms at 1 Mbit/s); no smaller bucket can pass a frame.
 * ``limit`` (queue length in bytes). Frames that find the bucket empty wait here; a
   full queue drops them, and TCP then waits for a retransmission (at least 200 ms for a
   tail drop), which would measure loss recovery instead of rate. The queue holds one

@@ -180,3 +180,10 @@ def test_it_refuses_without_root(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_it_refuses_a_rate_that_cannot_work() -> None:
     with pytest.raises(ConfigError, match="bandwidth_mbit must be > 0"):
         Link(bandwidth_mbit=0, rtt_ms=40)
+
+
+def test_the_public_surface_exists() -> None:
+    import devtune.link
+
+    assert sorted(devtune.link.__all__) == devtune.link.__all__
+    assert [name for name in devtune.link.__all__ if not hasattr(devtune.link, name)] == []
