@@ -3,12 +3,20 @@
 Requests wait in a bounded queue. The worker takes the first one, waits up to
 ``max_delay`` for more (until ``max_batch_size`` samples), then runs each wanted task's
 decoder once over the rows of every request that asked for it, in a worker thread so the
-event loop keeps accepting. A full queue refuses at once with ``Overloaded``.
+event loop keeps accepting.
+
+No request is left waiting: a full queue refuses at once with ``Overloaded``; a batcher
+that is stopping (its version unloaded or replaced) or whose worker died refuses with
+``NotServing``, an ``Overloaded`` too (503 with Retry-After); and every queued request
+has a deadline, past which it is answered ``Overloaded`` instead of waiting on. A worker
+that dies is logged, fails what it held, and marks the batcher failed, which makes the
+server report not ready.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +28,15 @@ import numpy.typing as npt
 from cloud_server.runtime import CloudBundle, Decoded
 from shared.errors import Overloaded
 
-__all__ = ["BatchOutcome", "Batcher"]
+__all__ = ["BatchOutcome", "Batcher", "NotServing"]
+
+log = logging.getLogger("cloud_server")
 
 Outputs = dict[str, npt.NDArray[np.float32]]
+
+
+class NotServing(Overloaded):
+    """The batcher takes no more work: its version is being unloaded or replaced, or its worker died."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +47,7 @@ class BatchOutcome:
     batch_size: int  # samples in the batch this request rode in
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the queue removes an item that gave up
 class _Item:
     decoded: Decoded
     future: asyncio.Future[BatchOutcome]
@@ -51,38 +65,57 @@ class Batcher:
         max_batch_size: int = 64,
         max_delay_ms: float = 2.0,
         max_queue: int = 512,
+        queue_deadline_ms: float = 10_000.0,
     ) -> None:
         self.bundle = bundle
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay_ms / 1000
         self.max_queue = max_queue
+        self.deadline = queue_deadline_ms / 1000
+        self.failure: BaseException | None = None  # why the worker died, if it did
+        manifest = bundle.manifest
+        self.label = f"{manifest.name} v{manifest.version}"
         self._queue: deque[_Item] = deque()
+        self._running: list[_Item] = []
+        self._accepting = True
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decoder")
         self._task: asyncio.Task[None] | None = None
-        self._in_flight = 0
 
     @property
     def depth(self) -> int:
         """Requests waiting or running."""
-        return len(self._queue) + self._in_flight
+        return len(self._queue) + len(self._running)
+
+    @property
+    def failed(self) -> bool:
+        return self.failure is not None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher {self.label}")
+        self._task.add_done_callback(self._worker_exited)
 
     async def stop(self) -> None:
-        """Finish every accepted request, then stop the worker."""
-        while self._queue or self._in_flight:
-            await asyncio.sleep(0.01)
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        self._executor.shutdown(wait=True)
+        """Refuse new work, finish every accepted request, then stop the worker.
+
+        Every accepted request is answered or past its deadline within ``deadline``, so
+        the worker is given that long (and a second more) before it is cancelled.
+        """
+        self._accepting = False
+        self._wakeup.set()
+        if self._task is not None and not self._task.done():
+            done, _ = await asyncio.wait({self._task}, timeout=self.deadline + 1.0)
+            if not done:
+                log.warning("the batcher of %s did not finish within %.1f s of stopping; cancelled it",
+                            self.label, self.deadline + 1.0)
+                self._task.cancel()
+                await asyncio.wait({self._task})
+        self._fail_pending(NotServing(f"{self.label} was unloaded before this request ran; retry shortly"))
+        self._executor.shutdown(wait=False)
 
     async def submit(self, decoded: Decoded) -> BatchOutcome:
+        if not self._accepting or self.failure is not None or (self._task is not None and self._task.done()):
+            raise NotServing(self._closed_reason())
         if len(self._queue) >= self.max_queue:
             raise Overloaded(
                 f"server is at capacity ({len(self._queue)} requests queued); retry shortly",
@@ -91,13 +124,53 @@ class Batcher:
         item = _Item(decoded, asyncio.get_running_loop().create_future())
         self._queue.append(item)
         self._wakeup.set()
-        return await item.future
+        try:
+            return await asyncio.wait_for(item.future, self.deadline)  # cancels the future on timeout
+        except asyncio.TimeoutError:
+            raise Overloaded(
+                f"no decoder pass of {self.label} answered within the queue deadline of {self.deadline:g} s "
+                f"({len(self._queue)} requests still queued); the server is overloaded, retry shortly",
+                retry_after=1.0,
+            ) from None
+        finally:
+            if item in self._queue:  # timed out or cancelled while queued: free its place
+                self._queue.remove(item)
+
+    def _closed_reason(self) -> str:
+        if self.failure is not None:
+            return (f"the decoder worker of {self.label} died ({type(self.failure).__name__}, logged); "
+                    "this server is not ready, retry on another replica or after a restart")
+        return f"{self.label} is being unloaded or replaced and takes no new requests; retry shortly"
+
+    def _fail_pending(self, exc: Overloaded) -> None:
+        for item in (*self._queue, *self._running):
+            if not item.future.done():
+                item.future.set_exception(exc)
+        self._queue.clear()
+        self._running = []
+
+    def _worker_exited(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            if not self._accepting:
+                return  # stop() gave up waiting and cancelled it: stop() fails what is left
+            failure: BaseException = asyncio.CancelledError("the batcher worker was cancelled")
+        else:
+            exc = task.exception()
+            if exc is None:
+                return  # stopped: every accepted request was answered
+            failure = exc
+        self.failure = failure
+        log.error("the batcher worker of %s died; it takes no more requests and the server is not ready",
+                  self.label, exc_info=failure)
+        self._fail_pending(NotServing(self._closed_reason()))
 
     def _take(self) -> list[_Item]:
-        batch = [self._queue.popleft()]
-        samples = batch[0].size
-        while self._queue and samples + self._queue[0].size <= self.max_batch_size:
+        batch: list[_Item] = []
+        samples = 0
+        while self._queue and (not batch or samples + self._queue[0].size <= self.max_batch_size):
             item = self._queue.popleft()
+            if item.future.done():  # given up on (deadline, disconnect): nobody waits for it
+                continue
             batch.append(item)
             samples += item.size
         return batch
@@ -105,25 +178,37 @@ class Batcher:
     def _queued_samples(self) -> int:
         return sum(item.size for item in self._queue)
 
+    async def _gather(self) -> None:
+        """Wait for more requests to share the first one's pass, up to ``max_delay``."""
+        deadline = self._queue[0].enqueued + self.max_delay
+        while self._queue and self._accepting and self._queued_samples() < self.max_batch_size:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
+                if not self._accepting:
+                    return  # stopping, and every accepted request was answered
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            deadline = self._queue[0].enqueued + self.max_delay
-            while self._queued_samples() < self.max_batch_size and time.perf_counter() < deadline:
-                self._wakeup.clear()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), deadline - time.perf_counter())
-                except asyncio.TimeoutError:
-                    break
+                continue
+            await self._gather()
             batch = self._take()
-            self._in_flight += len(batch)
+            if not batch:
+                continue
+            self._running = batch
             started = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self._executor, self._compute, batch)
-            except Exception as exc:  # a decoder failure fails this batch, not the server
+            except Exception as exc:  # noqa: BLE001 - a decoder failure fails this batch, not the server
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(exc)
@@ -134,8 +219,7 @@ class Batcher:
                     if not item.future.done():
                         queue_ms = (started - item.enqueued) * 1000
                         item.future.set_result(BatchOutcome(outputs, queue_ms, compute_ms, samples))
-            finally:
-                self._in_flight -= len(batch)
+            self._running = []
 
     def _compute(self, batch: list[_Item]) -> list[Outputs]:
         """One decoder pass per task over the rows of every request that wants it."""

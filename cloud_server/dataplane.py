@@ -62,7 +62,8 @@ class DataPlane:
 
     @property
     def ready(self) -> bool:
-        return bool(self.models) and not self.draining
+        """A bundle is served, none of the served ones has a dead batcher, and not shutting down."""
+        return bool(self.models) and not self.draining and not any(s.batcher.failed for s in self.models.values())
 
     async def load(self, path: str | Path) -> Served:
         """Load, warm and swap in the bundle at ``path``; the old same-version copy drains."""
@@ -73,6 +74,7 @@ class DataPlane:
                 self.settings.max_batch_size,
                 self.settings.max_queue_delay_ms,
                 self.settings.max_queue,
+                self.settings.queue_deadline_ms,
             )
             batcher.start()
             served = Served(bundle, batcher)
@@ -142,10 +144,10 @@ class DataPlane:
         """Raw symbols (B, N, C), already unpacked by a protocol front end, through the batcher."""
         return await self.run(served, served.bundle.decode_symbols(symbols, tasks))
 
-    async def predict(self, request: PredictRequest, served: Served | None = None) -> PredictResponse:
+    async def predict(self, request: PredictRequest) -> PredictResponse:
         """Check, decode, batch, run and answer one request."""
         started = time.perf_counter()
-        served = served or self.for_fingerprint(request.bundle)
+        served = self.for_fingerprint(request.bundle)
         decoded = served.bundle.decode(request)
         outcome = await self.run(served, decoded)
         manifest = served.bundle.manifest

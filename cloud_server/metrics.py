@@ -31,7 +31,8 @@ class Metrics:
         self.received = Counter("devtune_received_bytes", "Request body bytes received", ["route"], registry=r)
         self.refused = Counter(
             "devtune_refused",
-            "Inference requests answered 503 before any decoder ran them: over the admission limit "
-            "(admission gate) or with the batcher queue full (data plane)",
+            "Inference requests answered 503 instead of a result: over the admission limit (admission "
+            "gate), or by the data plane when the batcher queue was full, the version was stopping, its "
+            "worker had died or no decoder pass answered within the queue deadline",
             registry=r,
         )

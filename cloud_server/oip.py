@@ -83,22 +83,30 @@ def _metadata(plane: DataPlane, name: str, version: str | None) -> dict[str, Any
     }
 
 
+async def _parse(request: Request, body: bytes, served: Served, limits: Limits) -> tuple[InferRequest, bool]:
+    # JSON lists cost about a microsecond a value (75 ms for 64 masks): big ones are
+    # (de)serialized in a thread so that the event loop keeps feeding the batcher.
+    args = (body, request.headers, served.bundle.manifest, limits)
+    if len(body) > _INLINE_LIMIT or "content-encoding" in request.headers:
+        return await asyncio.to_thread(read_request, *args)
+    return read_request(*args)
+
+
 async def _infer(
     request: Request, plane: DataPlane, limits: Limits, metrics: Metrics, name: str, version: str | None
 ) -> Response:
     body = await read_body(request, limits.max_body_bytes)
     metrics.received.labels("/v2/infer").inc(len(body))
-    served = _served(plane, name, version)
-    # JSON lists cost about a microsecond a value (75 ms for 64 masks): big ones are
-    # (de)serialized in a thread so that the event loop keeps feeding the batcher.
-    args = (body, request.headers, served.bundle.manifest, limits)
-    if len(body) > _INLINE_LIMIT or "content-encoding" in request.headers:
-        parsed, as_msgpack = await asyncio.to_thread(read_request, *args)
-    else:
-        parsed, as_msgpack = read_request(*args)
+    served = _served(plane, name, version)  # 404 before parsing; the body is checked against it
+    parsed, as_msgpack = await _parse(request, body, served, limits)
+    # Parsing may have left the loop: the version can have been swapped or unloaded
+    # meanwhile. Resolve it again, so that the request goes to the batcher serving now.
+    current = _served(plane, name, version)
+    if current.bundle.manifest.representation != served.bundle.manifest.representation:
+        parsed, as_msgpack = await _parse(request, body, current, limits)
     tasks = [output.name for output in parsed.outputs] if parsed.outputs else None
-    outcome = await plane.infer_symbols(served, parsed.symbols, tasks)
-    manifest = served.bundle.manifest
+    outcome = await plane.infer_symbols(current, parsed.symbols, tasks)
+    manifest = current.bundle.manifest
     if sum(output.size for output in outcome.outputs.values()) > _INLINE_LIMIT:
         return await asyncio.to_thread(encode_response, manifest, parsed, outcome.outputs, as_msgpack)
     return encode_response(manifest, parsed, outcome.outputs, as_msgpack)

@@ -36,6 +36,10 @@ class CloudSettings(BaseSettings):
     """How long the batcher waits for more requests before it runs a batch."""
     max_queue: int = Field(512, ge=1)
     """Most requests waiting in the batcher; beyond it the server answers 503 at once."""
+    queue_deadline_ms: float = Field(5000.0, gt=0)
+    """Longest a request waits for its decoder pass (in the batcher queue and in the pass); past
+    it the server answers 503 with Retry-After rather than keep it waiting. Below the clients'
+    timeout (the device client's is 10 s), so that they hear "overloaded" instead of nothing."""
     auth: Literal["auto", "on", "off"] = "auto"
     """Bearer-token auth: on, off (explicit, for local use), or auto (on unless loopback without keys)."""
     api_keys: list[str] = []
