@@ -1,5 +1,8 @@
 """`devtune`: one command line for both halves. Every subcommand imports only what it needs,
-so an install with just the [device] extra runs `devtune predict` without torch or fastapi."""
+so an install with just the [device] extra runs `devtune predict` without torch or fastapi.
+
+Quiet by default: a log line per stage on stderr, progress bars only on a terminal, -v for
+every detail. A refusal is one line, "devtune: error: ...", and an exit code per kind."""
 
 from __future__ import annotations
 
@@ -8,12 +11,52 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["main"]
+from devtune.tuning_cli import add_tuning_commands, positive_int
+from shared.errors import BundleError, ConfigError, DataError, DeviceTuningError, RemoteError
+
+__all__ = ["EXIT_CODES", "exit_code", "main"]
 
 DEFAULT_BUNDLE = Path("bundles/default")
+
+# What `devtune` exits with when it refuses: one line "devtune: error: ..." on stderr and
+# the code of the first class that matches (most specific first). Anything that is not a
+# DeviceTuningError is a bug: Python prints its traceback and exits 1.
+EXIT_CODES: list[tuple[type[DeviceTuningError], int, str]] = [
+    (ConfigError, 2, "a bad option or configuration (argparse's usage errors exit 2 as well)"),
+    (DataError, 3, "a data folder that does not follow the user-data format"),
+    (BundleError, 4, "a bundle that is missing, incomplete or tampered with"),
+    (RemoteError, 5, "the server refused the request or could not be reached"),
+    (DeviceTuningError, 6, "any other refusal (protocol, fingerprint, unknown task, overload)"),
+]
+INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+
+
+def exit_code(exc: DeviceTuningError) -> int:
+    """The documented exit code for a refusal (see ``EXIT_CODES``)."""
+    return next(code for cls, code, _ in EXIT_CODES if isinstance(exc, cls))
+
+
+def _epilog() -> str:
+    rows = [f"  {code:<4}{meaning}" for _, code, meaning in EXIT_CODES]
+    return "\n".join([
+        "exit codes:", "  0   done", "  1   a bug: the traceback is printed, please report it", *rows,
+        f"  {INTERRUPTED:<4}interrupted",
+    ])
+
+
+def _task_list(text: str | None) -> list[str] | None:
+    """``--tasks a,b`` as names; None (not given) means every task the server has."""
+    if text is None:
+        return None
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    if not tasks:
+        raise ConfigError(f"--tasks {text!r} names no task; pass comma-separated names such as "
+                          "shape,color, or leave it out for every task")
+    return tasks
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -39,11 +82,19 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from cloud_server.serve import serve
     from cloud_server.settings import CloudSettings
 
     overrides = {k: v for k, v in vars(args).items() if k in CloudSettings.model_fields and v is not None}
-    serve(CloudSettings(**overrides))
+    try:
+        settings = CloudSettings(**overrides)
+    except ValidationError as exc:  # an option or a DEVTUNE_CLOUD_* variable the server cannot use
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"server settings rejected: {problems}; fix the option or the "
+                          "DEVTUNE_CLOUD_* variable") from exc
+    serve(settings)
     return 0
 
 
@@ -53,9 +104,13 @@ def _predict(args: argparse.Namespace) -> int:
     from device_client import DeviceClient
     from shared.protocol import Classification, Regression
 
+    tasks = _task_list(args.tasks)
+    missing = [str(image) for image in args.images if not Path(image).is_file()]
+    if missing:
+        raise ConfigError(f"image file(s) {missing} not found; check the path(s)")
     timeout = httpx.Timeout(args.timeout, connect=min(3.0, args.timeout))
-    tasks = args.tasks.split(",") if args.tasks else None
-    with DeviceClient(args.bundle, args.server, api_key=args.api_key, timeout=timeout, retries=args.retries) as client:
+    with DeviceClient(args.bundle, args.server, api_key=args.api_key, timeout=timeout,
+                      retries=args.retries) as client:
         for image in args.images:
             result = client.predict([image], tasks)
             row: dict[str, object] = {}
@@ -71,45 +126,63 @@ def _predict(args: argparse.Namespace) -> int:
                 print(json.dumps({"image": str(image), "answered_by": result.answered_by, "predictions": row,
                                   "payload_bytes": result.payload_bytes}))
             else:
-                shown = "  ".join(f"{k}={v['label'] if isinstance(v, dict) and 'label' in v else v}" for k, v in row.items())
+                shown = "  ".join(f"{k}={_shown(v)}" for k, v in row.items())
                 print(f"{image}: {shown}  [{result.payload_bytes} B, {result.answered_by}]")
     return 0
+
+
+def _shown(value: object) -> object:
+    """A prediction as the table shows it: the label of a classification, else the value."""
+    return value["label"] if isinstance(value, dict) and "label" in value else value
 
 
 def _demo(args: argparse.Namespace) -> int:
     from devtune.demo import run_demo
 
-    return run_demo(args.bundle, samples=args.samples, as_json=args.json, retrain=args.retrain)
+    return run_demo(args.bundle, samples=args.samples, as_json=args.json, retrain=args.retrain,
+                    verbose=args.verbose)
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="shapes", help="shapes (default), digits, or a folder in the user-data format")
-    p.add_argument("--epochs", type=int, default=None, help="passes over the training split (default 6)")
-    p.add_argument("--bits", type=int, choices=[2, 4, 8], default=4, help="quantization depth of the bottleneck")
-    p.add_argument("--bottleneck", type=int, default=8, help="channels per token sent to the cloud")
+    p.add_argument("--data", default="shapes",
+                   help="shapes (default), digits, or a folder in the user-data format")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="passes over the training split (default 6)")
+    p.add_argument("--bits", type=int, choices=[2, 4, 8], default=4,
+                   help="quantization depth of the bottleneck")
+    p.add_argument("--bottleneck", type=positive_int, default=8, help="channels per token sent to the cloud")
     p.add_argument("--lambda", dest="rate_lambda", type=float, default=None, help="loss weight per bit")
     p.add_argument("--encoder", choices=["vit", "conv"], default="vit", help="shared encoder architecture")
     p.add_argument("--codec", choices=["rans", "packed", "raw-uint8"], default="rans", help="payload codec")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="default", help="bundle name")
-    p.add_argument("--fallback", default="", help="comma-separated tasks to give device-side fallback heads")
+    p.add_argument("--fallback", default="",
+                   help="comma-separated tasks to give device-side fallback heads")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="devtune", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
+    parser = argparse.ArgumentParser(prog="devtune", description=__doc__, epilog=_epilog(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log every detail to stderr (each HTTP request, the server's INFO lines) and "
+                        "the traceback of a refusal")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="train (once) a default bundle, serve it, run the device over HTTP, report",
-                       description="The main job: train the default bundle if it is not cached, start the real "
-                       "server on 127.0.0.1, send the test split through the device client, print metrics.")
-    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="bundle cache (default bundles/default)")
-    p.add_argument("--samples", type=int, default=None, help="test samples to send (default: the whole split)")
+    p = sub.add_parser("demo",
+                       help="train (once) a default bundle, serve it, run the device over HTTP, report",
+                       description="The main job: train the default bundle if it is not cached, start the "
+                       "real server on 127.0.0.1, send the test split through the device client, print "
+                       "metrics. One log line per stage on stderr; -v for every detail.")
+    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE,
+                   help="bundle cache (default bundles/default)")
+    p.add_argument("--samples", type=positive_int, default=None,
+                   help="test samples to send (default: the whole split)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout, logs on stderr")
     p.add_argument("--retrain", action="store_true", help="train again even if the bundle exists")
     p.set_defaults(func=_demo)
 
-    p = sub.add_parser("train", help="train the multi-task model and export a bundle (needs the [train] extra)",
+    p = sub.add_parser("train",
+                       help="train the multi-task model and export a bundle (needs the [train] extra)",
                        description="Joint multi-task training on the CPU, then export: device ONNX, one "
                        "cloud ONNX per task, manifest with sha256 and entropy tables.")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
@@ -117,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("serve", help="serve the cloud half of bundles over HTTP (needs the [cloud] extra)",
-                       description="Start the FastAPI server on uvicorn. Settings also come from DEVTUNE_CLOUD_* "
-                       "environment variables.")
+                       description="Start the FastAPI server on uvicorn. Settings also come from "
+                       "DEVTUNE_CLOUD_* environment variables.")
     p.add_argument("--bundle", type=Path, help="bundle directory to serve")
     p.add_argument("--repository", type=Path, help="directory of bundles (names and versions) to serve")
     p.add_argument("--auth", choices=["auto", "on", "off"],
@@ -129,10 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads per decoder")
     p.add_argument("--max-batch-size", type=int, help="dynamic batching: most samples per decoder pass")
-    p.add_argument("--max-queue-delay-ms", type=float, help="dynamic batching: most wait for a batch to fill")
+    p.add_argument("--max-queue-delay-ms", type=float,
+                   help="dynamic batching: most wait for a batch to fill")
     p.set_defaults(func=_serve)
 
-    p = sub.add_parser("predict", help="encode images on the device and ask the cloud (needs the [device] extra)",
+    p = sub.add_parser("predict",
+                       help="encode images on the device and ask the cloud (needs the [device] extra)",
                        description="Run the device half of a bundle on image files and POST the compressed "
                        "representation to a running `devtune serve`.")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...), any size")
@@ -140,42 +215,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", default="http://127.0.0.1:8000", help="cloud base URL")
     p.add_argument("--tasks", help="comma-separated tasks (default: all the server has)")
     p.add_argument("--api-key", help="bearer token, if the server wants one")
-    p.add_argument("--retries", type=int, default=0, help="retries on 502/503/504 and connection failures")
+    p.add_argument("--retries", type=int, default=0,
+                   help="retries on 502/503/504 and connection failures")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer")
     p.add_argument("--json", action="store_true", help="one JSON line per image")
     p.set_defaults(func=_predict)
 
     from devtune.bench import add_bench_command
-    from devtune.tuning_cli import add_tuning_commands
 
     add_tuning_commands(sub)
     add_bench_command(sub)
     return parser
 
 
+def _configure_logging(verbose: bool) -> None:
+    """INFO lines for the stages of a command on stderr; -v: DEBUG, and every library's details."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not verbose:
+        # httpx logs one INFO line per request: about a thousand of them in a demo.
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit code (``EXIT_CODES``). Bugs propagate with their traceback."""
     # OpenMP workers that spin while waiting starve everything else on a small machine:
     # training next to one other busy process went from 1.5 to 0.12 steps/s with the
     # default policy. Passive waiting must be chosen before torch is imported.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(args.verbose)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
     except KeyboardInterrupt:
-        return 130
-    except Exception as exc:
-        from shared.errors import DeviceTuningError
-
-        if isinstance(exc, (DeviceTuningError, FileNotFoundError, ValueError)) and not args.verbose:
-            print(f"devtune: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+        return INTERRUPTED
+    except DeviceTuningError as exc:  # a refusal that says what to do; anything else is a bug
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
+        print(f"devtune: error: {_one_line(exc)}", file=sys.stderr)
+        return exit_code(exc)
 
 
 if __name__ == "__main__":

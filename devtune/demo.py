@@ -3,6 +3,9 @@
 Trains the default bundle unless it is cached, starts the real server on a free port,
 sends every test sample through the device client over HTTP, stops the server, and
 compares the metrics that came back with the same model run locally in float32.
+
+stdout holds the result only (a table, or with ``--json`` one JSON object); stderr gets
+one log line per stage, and a progress bar when it is a terminal.
 """
 
 from __future__ import annotations
@@ -39,13 +42,16 @@ def _png_bytes(images: np.ndarray) -> float:
     return float(np.mean(sizes))
 
 
-def run_demo(bundle: Path, samples: int | None = None, as_json: bool = False, retrain: bool = False) -> int:
+def run_demo(bundle: Path, samples: int | None = None, as_json: bool = False, retrain: bool = False,
+             verbose: bool = False) -> int:
+    """The demo; ``verbose`` also lets the server log at INFO (it logs warnings only otherwise)."""
     from device_client import DeviceClient
     from devtune.pipeline import train_bundle
     from devtune.server_process import ServerProcess
     from models.data import make_shapes
     from models.export import load_checkpoint
     from models.metrics import metric
+    from models.progress import progress
     from models.train import evaluate
     from shared.protocol import Classification, Dense, Regression
 
@@ -60,9 +66,15 @@ def run_demo(bundle: Path, samples: int | None = None, as_json: bool = False, re
 
     collected: dict[str, list[object]] = {t: [] for t in manifest.task_names}
     payload, device_ms, server_ms, total_ms = [], [], [], []
-    with ServerProcess(bundle, auth="off") as server, DeviceClient(bundle, server.url) as client:
+    # the server logs warnings only, unless -v asks for its INFO lines too
+    if verbose:
+        process = ServerProcess(bundle, auth="off", log_level="info")
+    else:
+        process = ServerProcess(bundle, auth="off")
+    with process as server, DeviceClient(bundle, server.url) as client:
         log.info("server ready at %s; sending %d test samples one by one", server.url, len(test))
-        for image in test.images:
+        sent = time.perf_counter()
+        for image in progress(test.images, "http", unit="sample"):
             t0 = time.perf_counter()
             result = client.predict([image])
             total_ms.append((time.perf_counter() - t0) * 1000)
@@ -72,6 +84,8 @@ def run_demo(bundle: Path, samples: int | None = None, as_json: bool = False, re
             for task, preds in result.response.predictions.items():
                 collected[task].append(preds[0])
 
+    log.info("%d answers in %.1f s; running the same model locally in float32 for reference",
+             len(total_ms), time.perf_counter() - sent)
     local = evaluate(load_checkpoint(bundle), test, quantize=False)
     tasks = {}
     for spec in manifest.tasks:
@@ -93,8 +107,13 @@ def run_demo(bundle: Path, samples: int | None = None, as_json: bool = False, re
         }
     n, d = manifest.representation.split_shape
     report = {
-        "bundle": {"name": manifest.name, "version": manifest.version, "fingerprint": manifest.device_fingerprint,
-                   "codec": manifest.representation.codec, "bits": manifest.representation.quant.bits},
+        "bundle": {
+            "name": manifest.name,
+            "version": manifest.version,
+            "fingerprint": manifest.device_fingerprint,
+            "codec": manifest.representation.codec,
+            "bits": manifest.representation.quant.bits,
+        },
         "samples": len(test),
         "tasks": tasks,
         "bytes_per_sample": {
@@ -104,7 +123,11 @@ def run_demo(bundle: Path, samples: int | None = None, as_json: bool = False, re
             "raw_input": int(np.prod(test.images.shape[1:])),
             "png_input": round(_png_bytes(test.images), 1),
         },
-        "latency_ms": {"device_p50": _p50(device_ms), "server_p50": _p50(server_ms), "total_p50": _p50(total_ms)},
+        "latency_ms": {
+            "device_p50": _p50(device_ms),
+            "server_p50": _p50(server_ms),
+            "total_p50": _p50(total_ms),
+        },
         "seconds": round(time.perf_counter() - started, 1),
     }
     if as_json:
@@ -114,12 +137,10 @@ def run_demo(bundle: Path, samples: int | None = None, as_json: bool = False, re
     return 0
 
 
-def _overhead(manifest: object) -> float:
+def _overhead(manifest: Manifest) -> float:
     """msgpack framing of a one-sample request without its payload bytes."""
-    from shared.manifest import Manifest
     from shared.protocol import PROTOCOL_VERSION, PredictRequest, Representation, pack_request
 
-    assert isinstance(manifest, Manifest)
     rep = manifest.representation
     empty = PredictRequest(
         v=PROTOCOL_VERSION,
@@ -140,7 +161,8 @@ def _print_table(report: dict[str, object]) -> None:
     tasks = report["tasks"]
     assert isinstance(tasks, dict)
     for name, row in tasks.items():
-        print(f"{name:<10}{row['kind']:<16}{row['metric']:<10}{row['http']:>8.4f}{row['local']:>11.4f}", file=out)
+        line = f"{name:<10}{row['kind']:<16}{row['metric']:<10}{row['http']:>8.4f}{row['local']:>11.4f}"
+        print(line, file=out)
     sizes = report["bytes_per_sample"]
     assert isinstance(sizes, dict)
     print("\nbytes per sample:", file=out)

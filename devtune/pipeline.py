@@ -36,21 +36,30 @@ def train_bundle(
     torch.set_num_threads(max(1, torch.get_num_threads()))
     train_split = load_dataset(data, "train", seed=seed)
     val_split = load_dataset(data, "val", seed=seed)
+    heads = [t.strip() for t in fallback.split(",") if t.strip()]
+    if heads:  # refuse a head for a task that will not be served now, not after minutes of training
+        from models.tune import check_fallback_tasks
+
+        check_fallback_tasks(heads, [t.name for t in train_split.tasks if t.name not in train_split.held_out])
     cfg = ModelConfig(encoder=encoder, bits=bits, bottleneck=bottleneck)  # type: ignore[arg-type]
     tcfg = TrainConfig(seed=seed)
     overrides = {k: v for k, v in {"epochs": epochs, "rate_lambda": rate_lambda}.items() if v is not None}
     tcfg = TrainConfig(**{**tcfg.__dict__, **overrides})
-    log.info("training %s encoder on %s (%d samples, %d epochs)", encoder, data, len(train_split), tcfg.epochs)
+    log.info("training %s encoder on %s (%d samples, %d epochs)", encoder, data, len(train_split),
+             tcfg.epochs)
     result = train(cfg, tcfg, train_split, progress=progress)
     val = evaluate(result, val_split)
     log.info("trained in %.0f s; validation: %s", result.seconds, {k: round(v, 4) for k, v in val.items()})
-    facts: dict[str, float | int | str] = {"seed": seed, "epochs": tcfg.epochs, "rate_lambda": tcfg.rate_lambda}
+    facts: dict[str, float | int | str] = {
+        "seed": seed,
+        "epochs": tcfg.epochs,
+        "rate_lambda": tcfg.rate_lambda,
+    }
     facts.update({f"val_{k}": round(v, 4) for k, v in val.items()})
     manifest = export_bundle(result, train_split, out, name=name, codec=codec, training=facts)
-    if fallback:  # device-side heads, trained on the exported (frozen) device half
+    if heads:  # device-side heads, trained on the exported (frozen) device half
         from models.tune import TuneConfig, add_fallback_heads
 
-        tasks = [t.strip() for t in fallback.split(",") if t.strip()]
-        manifest = add_fallback_heads(out, tasks, data=data, config=TuneConfig(seed=seed))
+        manifest = add_fallback_heads(out, heads, data=data, config=TuneConfig(seed=seed))
     log.info("bundle written to %s (fingerprint %s...)", out, manifest.device_fingerprint[:16])
     return manifest

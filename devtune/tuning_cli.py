@@ -1,6 +1,6 @@
 """`devtune tune` and `devtune push`: add a task in the cloud without touching devices.
 
-    devtune tune --bundle bundles/default --task dots --out bundles/default-v2   # torch side
+    devtune tune --bundle bundles/default --task quadrant --out bundles/default-v2   # torch side
     devtune push --bundle bundles/default-v2 --server http://HOST:8000 --admin-key KEY
 
 `tune` trains a decoder on the representation the frozen device half sends and writes
@@ -19,10 +19,21 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ADMIN_KEY_ENV", "add_tuning_commands", "pack_cloud_half", "push_bundle"]
+__all__ = ["ADMIN_KEY_ENV", "add_tuning_commands", "pack_cloud_half", "positive_int", "push_bundle"]
 
 ADMIN_KEY_ENV = "DEVTUNE_ADMIN_KEY"
 log = logging.getLogger("devtune")
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts (epochs, samples, channels): a usage error, exit 2, unless above 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number above 0, got {text!r}")
+    return value
 
 
 def pack_cloud_half(bundle_dir: str | Path) -> bytes:
@@ -57,16 +68,20 @@ def push_bundle(bundle_dir: str | Path, server: str, admin_key: str | None = Non
         headers["Authorization"] = f"Bearer {admin_key}"
     url = server.rstrip("/") + "/admin/models/load"
     try:
-        answer = httpx.post(url, content=archive, headers=headers, timeout=httpx.Timeout(timeout, connect=5.0))
+        answer = httpx.post(url, content=archive, headers=headers,
+                            timeout=httpx.Timeout(timeout, connect=5.0))
     except httpx.TransportError as exc:
-        raise ServerUnreachable(f"cannot reach {server} ({exc!r}); is `devtune serve` running there?") from exc
+        raise ServerUnreachable(
+            f"cannot reach {server} ({exc!r}); is `devtune serve` running there?"
+        ) from exc
     if answer.status_code != 200:
         try:
             detail = str(answer.json().get("detail"))
         except ValueError:
             detail = answer.text[:200]
         hint = " (pass --admin-key or set DEVTUNE_ADMIN_KEY)" if answer.status_code in (401, 403) else ""
-        raise RemoteError(f"server refused the bundle: {answer.status_code} {detail}{hint}", answer.status_code)
+        status = answer.status_code
+        raise RemoteError(f"server refused the bundle: {status} {detail}{hint}", status)
     loaded: dict[str, Any] = answer.json()["loaded"]
     return loaded
 
@@ -116,13 +131,15 @@ def add_tuning_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     )
     p.add_argument("--bundle", type=Path, required=True, help="bundle to extend (left unchanged)")
     p.add_argument("--out", type=Path, required=True, help="directory for the new version")
-    p.add_argument("--task", help="task to add (default: the data set's first held-out task, quadrant for shapes)")
-    p.add_argument("--data", default="shapes", help="shapes (default), digits, or a folder in the user-data format")
+    p.add_argument("--task",
+                   help="task to add (default: the data set's first held-out task, quadrant for shapes)")
+    p.add_argument("--data", default="shapes",
+                   help="shapes (default), digits, or a folder in the user-data format")
     p.add_argument("--fallback", nargs="?", const="", default=None, metavar="TASKS",
                    help="also give tasks a small head in the device half, answered there when the server "
                    "is unreachable; bare --fallback: the tuned task, or a comma-separated list")
-    p.add_argument("--epochs", type=int, help="passes over the training split (default 12)")
-    p.add_argument("--count", type=int, help="training samples to use (default: the whole split)")
+    p.add_argument("--epochs", type=positive_int, help="passes over the training split (default 12)")
+    p.add_argument("--count", type=positive_int, help="training samples to use (default: the whole split)")
     p.add_argument("--seed", type=int, help="seed (default 0)")
     p.add_argument("--replace", action="store_true", help="retrain a task the bundle already serves")
     p.set_defaults(func=_tune)

@@ -23,55 +23,20 @@ Numpy only: the device half can use it without torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
-
 import numpy as np
-import numpy.typing as npt
 
+from models.dataset import IMAGE_SIZE, MASK_SIZE, SPLIT_SIZES, Dataset, TaskInfo
+from models.userdata import load_folder
+from shared.errors import ConfigError
+
+# Dataset, TaskInfo and SPLIT_SIZES live in models.dataset; they stay importable from here,
+# the data module's public surface since before that split.
 __all__ = ["SPLIT_SIZES", "Dataset", "TaskInfo", "load_dataset", "make_digits", "make_shapes"]
 
-IMAGE_SIZE = 64
-MASK_SIZE = 32
 SHAPES = ["circle", "square", "triangle", "cross"]
 COLORS = ["red", "yellow", "green", "cyan", "blue", "magenta"]
 TEXTURES = ["plain", "stripes_h", "stripes_v", "checker"]
-SPLIT_SIZES = {"train": 8000, "val": 1000, "test": 1000}
 _SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    name: str
-    kind: Literal["classification", "regression", "dense"]
-    classes: list[str] | None = None
-    units: str | None = None
-    weight: float = 1.0  # weight of this task's loss in joint training
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Images (B, H, W, 3) uint8 and one label array per task."""
-
-    name: str
-    images: npt.NDArray[np.uint8]
-    labels: dict[str, np.ndarray]
-    tasks: list[TaskInfo]
-    held_out: list[str] = field(default_factory=list)
-    """Tasks present in the data that the default bundle is not trained on."""
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def subset(self, count: int) -> Dataset:
-        return Dataset(
-            self.name,
-            self.images[:count],
-            {k: v[:count] for k, v in self.labels.items()},
-            self.tasks,
-            self.held_out,
-        )
-
 
 SHAPES_TASKS = [
     # Shape is the one task that needs relations between tokens; at weight 1 the easy tasks
@@ -114,7 +79,7 @@ def _shape_mask(kind: int, cy: float, cx: float, r: float, yy: np.ndarray, xx: n
 def make_shapes(split: str = "train", count: int | None = None, seed: int = 0) -> Dataset:
     """Generate one split of ``shapes`` deterministically from (seed, split)."""
     if split not in SPLIT_SIZES:
-        raise ValueError(f"unknown split {split!r}; choose one of {sorted(SPLIT_SIZES)}")
+        raise ConfigError(f"unknown split {split!r}; choose one of {sorted(SPLIT_SIZES)}")
     n = SPLIT_SIZES[split] if count is None else count
     rng = np.random.default_rng([seed, _SPLIT_SEEDS[split]])
     size = IMAGE_SIZE
@@ -184,7 +149,7 @@ def make_digits(split: str = "train", count: int | None = None, seed: int = 0) -
     order = np.random.default_rng(seed).permutation(len(digits.target))
     cuts = {"train": order[:1300], "val": order[1300:1500], "test": order[1500:]}
     if split not in cuts:
-        raise ValueError(f"unknown split {split!r}; choose one of {sorted(cuts)}")
+        raise ConfigError(f"unknown split {split!r}; choose one of {sorted(cuts)}")
     idx = cuts[split][:count]
     small = digits.images[idx] / 16.0  # (B, 8, 8) in [0, 1]
     big = np.kron(small, np.ones((8, 8)))  # (B, 64, 64)
@@ -200,10 +165,9 @@ def make_digits(split: str = "train", count: int | None = None, seed: int = 0) -
 
 
 def load_dataset(name: str, split: str, count: int | None = None, seed: int = 0) -> Dataset:
+    """A built-in data set by name (``shapes``, ``digits``), or a folder in the user-data format."""
     if name == "shapes":
         return make_shapes(split, count, seed)
     if name == "digits":
         return make_digits(split, count, seed)
-    from models.userdata import load_folder  # anything else is a folder in the user-data format
-
     return load_folder(name, split, count)

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.data import Dataset, TaskInfo
-from models.model import ModelConfig, MultiTaskModel, TaskDecoder, TaskHead
+from models.dataset import Dataset, TaskInfo
+from models.model import ModelConfig, MultiTaskModel, TaskHead
 from models.train import MEAN, STD, TrainResult, metric_for, to_tensor
 from shared.bundle import hash_files, write_manifest
 from shared.entropy import quantize_pmf
@@ -59,16 +59,24 @@ class DeviceGraph(nn.Module):
 
 
 class DecoderGraph(nn.Module):
-    """Dequantized z (B,N,C) -> task output in the task's units (regression de-standardized)."""
+    """Dequantized z (B,N,C) -> task output in the task's units (regression de-standardized).
 
-    def __init__(self, decoder: TaskDecoder, mean: float = 0.0, std: float = 1.0) -> None:
+    Wraps any module that maps z to one task's output and carries that task's ``head``:
+    a cloud :class:`~models.model.TaskDecoder`, or a device fallback head from tuning.
+    Regression targets are trained standardized; ``mean`` and ``std`` undo that inside
+    the exported graph, so the server and the device never need to know.
+    """
+
+    def __init__(self, decoder: nn.Module, mean: float = 0.0, std: float = 1.0) -> None:
         super().__init__()
         self.decoder = decoder
+        head: TaskHead = decoder.head  # type: ignore[assignment]  # TaskDecoder and FallbackHead carry one
+        self.regression = head.kind == "regression"
         self.mean, self.std = mean, std
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.decoder(z)
-        return out * self.std + self.mean if self.decoder.head.kind == "regression" else out
+        out: torch.Tensor = self.decoder(z)
+        return out * self.std + self.mean if self.regression else out
 
 
 def _onnx_bytes(module: nn.Module, example: torch.Tensor, input_name: str) -> bytes:

@@ -216,10 +216,6 @@ class MultiTaskModel(nn.Module):
         self.compressor = Compressor(cfg)
         self.decoders = nn.ModuleDict({h.name: TaskDecoder(cfg, h) for h in heads})
 
-    def split_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Encoder output at the split point, before the compressor: (B, N, D)."""
-        return self.encoder(x)
-
     def device_forward(self, x: torch.Tensor) -> torch.Tensor:
         """What the device ONNX computes: z in [0, 1], not yet quantized."""
         return self.compressor(self.encoder(x))

@@ -10,13 +10,24 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from models.data import Dataset, TaskInfo
+from models.dataset import Dataset, TaskInfo
 from models.metrics import METRICS, score
 from models.model import ModelConfig, MultiTaskModel, TaskHead
+from models.progress import Progress
+from models.progress import progress as progress_bar
+from shared.errors import ConfigError
 
-__all__ = ["TrainConfig", "TrainResult", "evaluate", "heads_for", "metric_for", "to_tensor", "train"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
+    "heads_for",
+    "metric_for",
+    "to_tensor",
+    "train",
+    "warmup_cosine",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +76,33 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
+def warmup_cosine(optimizer: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning-rate schedule of training and tuning alike: linear warmup over the first
+    5% of ``total`` steps, then cosine decay to zero at ``total``; step it once per batch."""
+    warmup = max(1, total // 20)
+    total = max(1, total)
+
+    def factor(step: int) -> float:
+        return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _chosen_tasks(data: Dataset, names: tuple[str, ...] | None) -> list[TaskInfo]:
+    """The tasks to train: ``names`` in the data set's order, or (none named) every task not held out."""
+    if not names:
+        chosen = [t for t in data.tasks if t.name not in data.held_out]
+        if not chosen:
+            raise ConfigError(f"every task of data set {data.name!r} is held out ({data.held_out}); "
+                              "name the tasks to train")
+        return chosen
+    known = [t.name for t in data.tasks]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ConfigError(f"task(s) {unknown} are not in data set {data.name!r}; pick from {known}")
+    return [t for t in data.tasks if t.name in names]
+
+
 def task_loss(head: TaskHead, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if head.kind == "regression":
         return F.smooth_l1_loss(out, target)
@@ -86,10 +124,15 @@ def evaluate(result: TrainResult, data: Dataset, quantize: bool = True) -> dict[
 
 
 def train(cfg: ModelConfig, tcfg: TrainConfig, data: Dataset, progress: bool = True) -> TrainResult:
-    """Train encoder, compressor and all decoders jointly; seeded and CPU-only."""
+    """Train encoder, compressor and all decoders jointly; seeded and CPU-only.
+
+    ``progress``: a bar on stderr when it is a terminal (see :mod:`models.progress`);
+    False never draws one."""
+    if not len(data):
+        raise ConfigError(f"data set {data.name!r} has no training samples; pass a count above 0")
     torch.manual_seed(tcfg.seed)
     rng = np.random.default_rng(tcfg.seed)
-    chosen = [t for t in data.tasks if (t.name in tcfg.tasks if tcfg.tasks else t.name not in data.held_out)]
+    chosen = _chosen_tasks(data, tcfg.tasks)
     heads = heads_for(chosen)
     model = MultiTaskModel(cfg, heads)
     targets = {
@@ -107,24 +150,23 @@ def train(cfg: ModelConfig, tcfg: TrainConfig, data: Dataset, progress: bool = T
     }
     weights = {t.name: t.weight for t in chosen}
     images = to_tensor(data.images)
-    steps_per_epoch = len(data) // tcfg.batch_size
+    batch = min(tcfg.batch_size, len(data))  # a small folder trains in one batch, as tuning does
+    steps_per_epoch = len(data) // batch
     total = steps_per_epoch * tcfg.epochs
-    warmup = max(1, total // 20)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)),
-    )
+    schedule = warmup_cosine(optimizer, total)
     result = TrainResult(model, heads, targets, 0.0)
     started = time.perf_counter()
-    bar = tqdm(total=total, desc="train", disable=not progress, unit="step", leave=False)
+    bar: Progress[int] = progress_bar(total=total, desc="train", unit="step", enabled=progress)
     model.train()
     for epoch in range(tcfg.epochs):
         order = torch.from_numpy(rng.permutation(len(data)))
         for step in range(steps_per_epoch):
-            idx = order[step * tcfg.batch_size : (step + 1) * tcfg.batch_size]
+            idx = order[step * batch : (step + 1) * batch]
             outputs, rate = model(images[idx])
-            losses = {h.name: weights[h.name] * task_loss(h, outputs[h.name], labels[h.name][idx]) for h in heads}
+            losses = {
+                h.name: weights[h.name] * task_loss(h, outputs[h.name], labels[h.name][idx]) for h in heads
+            }
             loss = sum(losses.values()) + tcfg.rate_lambda * rate.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

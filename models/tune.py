@@ -32,12 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.data import Dataset, TaskInfo, load_dataset
+from models.data import load_dataset
+from models.dataset import Dataset, TaskInfo
 from models.export import CHECKPOINT_FILE, DecoderGraph, _onnx_bytes, task_spec
 from models.metrics import score
 from models.model import ModelConfig, TaskDecoder, TaskHead
-from models.train import heads_for, task_loss
+from models.progress import Progress, progress
+from models.train import heads_for, task_loss, warmup_cosine
 from shared.bundle import hash_files, read_manifest, write_manifest
+from shared.errors import ConfigError
 from shared.manifest import FallbackSpec, Manifest, TaskSpec
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "TuneResult",
     "add_fallback_heads",
     "bundle_config",
+    "check_fallback_tasks",
     "fit",
     "frozen_split",
     "represent",
@@ -112,9 +116,10 @@ def represent(bundle_dir: str | Path, images: npt.NDArray[np.uint8], batch_size:
     encoder = DeviceEncoder(bundle_dir, threads=threads)  # threads 0: ONNX Runtime's default
     quant = encoder.manifest.representation.quant
     parts = []
-    for start in range(0, len(images), batch_size):
+    for start in progress(range(0, len(images), batch_size), "represent", unit="batch"):
         encoded = encoder.encode(list(images[start : start + batch_size]))
-        symbols = encoder.codec.decode(encoded.payload, encoded.symbols.shape)  # the server's side of the wire
+        # the server's side of the wire
+        symbols = encoder.codec.decode(encoded.payload, encoded.symbols.shape)
         parts.append(dequantize(symbols, quant))
     return np.concatenate(parts)
 
@@ -135,7 +140,8 @@ def bundle_config(bundle_dir: str | Path, manifest: Manifest | None = None) -> M
     tokens, channels = manifest.representation.shape
     grid = math.isqrt(tokens)
     size = manifest.input.shape[1]
-    return ModelConfig(image_size=size, patch=size // grid, bottleneck=channels, bits=manifest.representation.quant.bits)
+    bits = manifest.representation.quant.bits
+    return ModelConfig(image_size=size, patch=size // grid, bottleneck=channels, bits=bits)
 
 
 # --- the device fallback head -------------------------------------------------------
@@ -153,7 +159,9 @@ class FallbackHead(nn.Module):
         super().__init__()
         self.head = head
         self.grid = cfg.grid
-        self.token = nn.Sequential(nn.Linear(cfg.bottleneck, width), nn.GELU(), nn.Linear(width, width), nn.GELU())
+        self.token = nn.Sequential(
+            nn.Linear(cfg.bottleneck, width), nn.GELU(), nn.Linear(width, width), nn.GELU()
+        )
         # Without it pooling forgets where a token was: a quadrant head stayed at chance.
         self.pos = nn.Parameter(torch.zeros(1, cfg.tokens, width))
         nn.init.trunc_normal_(self.pos, std=0.02)
@@ -166,24 +174,12 @@ class FallbackHead(nn.Module):
         t = self.token(z) + self.pos  # (B, N, W)
         if self.head.kind == "dense":
             b = t.shape[0]
-            logits = self.out(t).transpose(1, 2).reshape(b, self.head.out, self.grid, self.grid)  # (B, K, g, g)
+            # (B, K, g, g)
+            logits = self.out(t).transpose(1, 2).reshape(b, self.head.out, self.grid, self.grid)
             size = (self.head.dense_size, self.head.dense_size)
             return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)  # (B, K, S, S)
         pooled: torch.Tensor = self.out(torch.cat([t.mean(dim=1), t.amax(dim=1)], dim=-1))  # (B, out)
         return pooled
-
-
-class _HeadGraph(nn.Module):
-    """A fallback head with regression outputs de-standardized, as DecoderGraph does for decoders."""
-
-    def __init__(self, head: FallbackHead, mean: float, std: float) -> None:
-        super().__init__()
-        self.net = head
-        self.mean, self.std = mean, std
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.net(z)
-        return out * self.std + self.mean if self.net.head.kind == "regression" else out
 
 
 # --- training on frozen symbols -----------------------------------------------------
@@ -202,9 +198,9 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def fit(module: nn.Module, head: TaskHead, z: npt.NDArray[np.float32], labels: np.ndarray,
-        config: TuneConfig, epochs: int | None = None) -> tuple[float, float]:
+        config: TuneConfig, epochs: int | None = None, desc: str = "tune") -> tuple[float, float]:
     """Train ``module`` (z -> outputs) on frozen symbols; returns the (mean, std) regression
-    targets were standardized with ((0, 1) for other kinds)."""
+    targets were standardized with ((0, 1) for other kinds). ``desc`` names the progress bar."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     mean, std = 0.0, 1.0
@@ -217,14 +213,11 @@ def fit(module: nn.Module, head: TaskHead, z: npt.NDArray[np.float32], labels: n
     batch = min(config.batch_size, len(inputs))
     steps_per_epoch = max(1, len(inputs) // batch)
     total = steps_per_epoch * (epochs or config.epochs)
-    warmup = max(1, total // 20)
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)),
-    )
+    schedule = warmup_cosine(optimizer, total)
     module.train()
-    with _torch_threads(config.threads):
+    bar: Progress[int] = progress(total=total, desc=desc, unit="step")
+    with _torch_threads(config.threads), bar:
         for _ in range(epochs or config.epochs):
             order = torch.from_numpy(rng.permutation(len(inputs)))
             for step in range(steps_per_epoch):
@@ -234,6 +227,7 @@ def fit(module: nn.Module, head: TaskHead, z: npt.NDArray[np.float32], labels: n
                 loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
                 schedule.step()
+                bar.update(1)
     module.eval()
     return mean, std
 
@@ -255,7 +249,7 @@ def _train_decoder(cfg: ModelConfig, head: TaskHead, train: FrozenSplit, val: Fr
         cfg = replace(cfg, decoder_depth=config.decoder_depth)
     torch.manual_seed(config.seed)
     decoder = TaskDecoder(cfg, head)
-    mean, std = fit(decoder, head, train.z, train.dataset.labels[head.name], config)
+    mean, std = fit(decoder, head, train.z, train.dataset.labels[head.name], config, desc=f"tune {head.name}")
     onnx = _onnx_bytes(DecoderGraph(decoder, mean, std), torch.from_numpy(train.z[:2]), "z")
     return onnx, _onnx_score(onnx, head, val)
 
@@ -264,8 +258,9 @@ def _train_head(cfg: ModelConfig, head: TaskHead, train: FrozenSplit, val: Froze
                 config: TuneConfig) -> tuple[bytes, float]:
     torch.manual_seed(config.seed)
     net = FallbackHead(cfg, head, config.fallback_width)
-    mean, std = fit(net, head, train.z, train.dataset.labels[head.name], config, config.fallback_epochs)
-    onnx = _onnx_bytes(_HeadGraph(net, mean, std), torch.from_numpy(train.z[:2]), "z")
+    mean, std = fit(net, head, train.z, train.dataset.labels[head.name], config, config.fallback_epochs,
+                    desc=f"device head {head.name}")
+    onnx = _onnx_bytes(DecoderGraph(net, mean, std), torch.from_numpy(train.z[:2]), "z")
     return onnx, _onnx_score(onnx, head, val)
 
 
@@ -276,7 +271,8 @@ def _task_info(dataset: Dataset, task: str) -> TaskInfo:
     for info in dataset.tasks:
         if info.name == task:
             return info
-    raise ValueError(f"task {task!r} is not in data set {dataset.name!r}; it has {[t.name for t in dataset.tasks]}")
+    known = [t.name for t in dataset.tasks]
+    raise ConfigError(f"task {task!r} is not in data set {dataset.name!r}; it has {known}")
 
 
 def _head(dataset: Dataset, task: str) -> tuple[TaskHead, TaskInfo]:
@@ -285,10 +281,11 @@ def _head(dataset: Dataset, task: str) -> tuple[TaskHead, TaskInfo]:
     return head, info
 
 
-def _check_fallback_tasks(fallback: Sequence[str], served: list[str]) -> None:
+def check_fallback_tasks(fallback: Sequence[str], served: list[str]) -> None:
+    """Refuse device heads for tasks the bundle will not serve (before any training starts)."""
     missing = [t for t in fallback if t not in served]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"fallback task(s) {missing} are not served by the bundle ({served}); a device head answers "
             "a task the cloud also serves, so tune the task first or pick one of those"
         )
@@ -327,32 +324,35 @@ def tune_bundle(
 ) -> TuneResult:
     """Train a decoder for ``task`` on the frozen representation and write version + 1 to ``out``.
 
-    ``task`` defaults to the data set's first held-out task (``dots`` for shapes).
+    ``task`` defaults to the data set's first held-out task (``quadrant`` for shapes).
     ``fallback`` names tasks (the new one or ones the bundle serves) that also get a
     small head in the device half. The device fingerprint does not change.
     """
     started = time.perf_counter()
     source, target = Path(bundle_dir), Path(out)
     if source.resolve() == target.resolve():
-        raise ValueError(f"--out {target} is the bundle being tuned; write the new version to another directory")
+        raise ConfigError(
+            f"--out {target} is the bundle being tuned; write the new version to another directory"
+        )
     manifest = read_manifest(source)
     cfg = bundle_config(source, manifest)
     train = frozen_split(source, data, "train", config.count, config.seed, config.threads)
     if task is None:
         if not train.dataset.held_out:
-            raise ValueError(f"data set {train.dataset.name!r} has no held-out task; name one with --task")
+            raise ConfigError(f"data set {train.dataset.name!r} has no held-out task; name one with --task")
         task = train.dataset.held_out[0]
     head, info = _head(train.dataset, task)
     if task in manifest.task_names and not replace_task:
-        raise ValueError(
+        raise ConfigError(
             f"bundle {manifest.name} v{manifest.version} already serves {task!r}; pick another task, "
             "or retrain it with --replace"
         )
     served = [t for t in manifest.task_names if t != task] + [task]
-    _check_fallback_tasks(fallback, served)
+    check_fallback_tasks(fallback, served)
     val = frozen_split(source, data, "val", config.val_count, config.seed, config.threads)
     represented = time.perf_counter()
-    log.info("frozen representation of %d + %d samples in %.1f s", len(train.z), len(val.z), represented - started)
+    log.info("frozen representation of %d + %d samples in %.1f s", len(train.z), len(val.z),
+             represented - started)
 
     onnx, val_metric = _train_decoder(cfg, head, train, val, config)
     spec = task_spec(head, info, cfg)
@@ -417,7 +417,7 @@ def add_fallback_heads(bundle_dir: str | Path, tasks: Sequence[str], data: str =
     (for ``devtune train --fallback`` right after export)."""
     source = Path(bundle_dir)
     manifest = read_manifest(source)
-    _check_fallback_tasks(tasks, manifest.task_names)
+    check_fallback_tasks(tasks, manifest.task_names)
     cfg = bundle_config(source, manifest)
     train = frozen_split(source, data, "train", config.count, config.seed, config.threads)
     val = frozen_split(source, data, "val", config.val_count, config.seed, config.threads)
@@ -425,5 +425,8 @@ def add_fallback_heads(bundle_dir: str | Path, tasks: Sequence[str], data: str =
     specs, metrics = _train_heads(cfg, tasks, train, val, config, fill)
     fallbacks = [f for f in manifest.fallbacks if f.task not in tasks] + specs
     facts = {**manifest.training, **{f"fallback_{k}_val_metric": round(v, 4) for k, v in metrics.items()}}
-    update: dict[str, object] = {"fallbacks": [f.model_dump(mode="json") for f in fallbacks], "training": facts}
+    update: dict[str, object] = {
+        "fallbacks": [f.model_dump(mode="json") for f in fallbacks],
+        "training": facts,
+    }
     return _write_atomically(source, source, fill, manifest, update)

@@ -4,7 +4,8 @@ The format, so a folder can be passed wherever a built-in data set name goes
 (``devtune train --data FOLDER``, ``devtune tune --data FOLDER``)::
 
     FOLDER/
-      tasks.json     {"tasks": [{"name": "ripe", "kind": "classification", "classes": ["no", "yes"], "weight": 2},
+      tasks.json     {"tasks": [{"name": "ripe", "kind": "classification", "classes": ["no", "yes"],
+                                 "weight": 2},
                                 {"name": "weight", "kind": "regression", "units": "g"},
                                 {"name": "stem", "kind": "dense", "classes": ["background", "stem"]}],
                       "held_out": ["weight"]}                        # optional
@@ -19,8 +20,9 @@ classification cell is a class name from ``classes``; a regression cell is a num
 ``weight`` (optional, default 1) scales the task's loss in joint training. ``held_out``
 names tasks that ``devtune train`` leaves out, for ``devtune tune`` to add.
 
-Every problem is a :class:`DataError` (a ``ValueError``) that names the file, the line
-and what to change.
+Every problem with a folder's content is a :class:`~shared.errors.DataError` that names
+the file, the line and what to change; a folder that is not there, or a split that does
+not exist, is a :class:`~shared.errors.ConfigError` (the option was wrong, not the data).
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.data import IMAGE_SIZE, MASK_SIZE, SPLIT_SIZES, Dataset, TaskInfo
+from models.dataset import IMAGE_SIZE, MASK_SIZE, SPLIT_SIZES, Dataset, TaskInfo
+from shared.errors import ConfigError, DataError
 
+# DataError lives in shared.errors with the rest of the tree; still importable from here.
 __all__ = ["LABELS_FILE", "TASKS_FILE", "DataError", "load_folder", "read_tasks"]
 
 TASKS_FILE = "tasks.json"
@@ -44,10 +48,6 @@ LABELS_FILE = "labels.csv"
 _FIXED_COLUMNS = ("file", "split")
 _KINDS = ("classification", "regression", "dense")
 _TASK_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")  # as the bundle manifest accepts
-
-
-class DataError(ValueError):
-    """A user data folder that does not follow the documented format."""
 
 
 def read_tasks(folder: str | Path) -> tuple[list[TaskInfo], list[str]]:
@@ -79,7 +79,8 @@ def _task_info(path: Path, entry: Any) -> TaskInfo:
         raise DataError(f"{path}: every task must be an object with name and kind, got {entry!r}")
     unknown = set(entry) - {"name", "kind", "classes", "units", "weight"}
     if unknown:
-        raise DataError(f"{path}: task keys {sorted(unknown)} are not known; use name, kind, classes, units, weight")
+        raise DataError(f"{path}: task keys {sorted(unknown)} are not known; "
+                        "use name, kind, classes, units, weight")
     name, kind = entry.get("name"), entry.get("kind")
     if not isinstance(name, str) or not _TASK_NAME.fullmatch(name) or name in _FIXED_COLUMNS:
         raise DataError(
@@ -90,15 +91,18 @@ def _task_info(path: Path, entry: Any) -> TaskInfo:
         raise DataError(f"{path}: task {name!r} has kind {kind!r}; use one of {list(_KINDS)}")
     weight = entry.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
-        raise DataError(f"{path}: task {name!r} has weight {weight!r}; use a positive number (loss weight, default 1)")
+        raise DataError(f"{path}: task {name!r} has weight {weight!r}; "
+                        "use a positive number (loss weight, default 1)")
     classes = entry.get("classes")
     if kind == "regression":
         if classes is not None:
-            raise DataError(f"{path}: regression task {name!r} takes no classes; remove them or change the kind")
+            raise DataError(f"{path}: regression task {name!r} takes no classes; "
+                            "remove them or change the kind")
         units = entry.get("units")
         return TaskInfo(name, "regression", units=None if units is None else str(units), weight=float(weight))
     if not isinstance(classes, list) or len(classes) < 2 or len(set(map(str, classes))) != len(classes):
-        raise DataError(f"{path}: {kind} task {name!r} needs \"classes\": a list of at least 2 distinct names")
+        raise DataError(f"{path}: {kind} task {name!r} needs \"classes\": "
+                        "a list of at least 2 distinct names")
     return TaskInfo(name, kind, classes=[str(c) for c in classes], weight=float(weight))
 
 
@@ -106,17 +110,18 @@ def load_folder(folder: str | Path, split: str, count: int | None = None) -> Dat
     """One split of a user data folder as a :class:`Dataset` (images 64x64 RGB uint8)."""
     root = Path(folder)
     if not root.is_dir():
-        raise DataError(
+        raise ConfigError(
             f"data set {str(folder)!r} is neither built in (shapes, digits) nor a folder; a data folder "
             "holds tasks.json, labels.csv and the images (docs/device-tuning.md)"
         )
     if split not in SPLIT_SIZES:
-        raise DataError(f"unknown split {split!r}; choose one of {sorted(SPLIT_SIZES)}")
+        raise ConfigError(f"unknown split {split!r}; choose one of {sorted(SPLIT_SIZES)}")
     tasks, held_out = read_tasks(root)
     rows = _read_rows(root, tasks)
     chosen = [(line, row) for line, row in rows if row["split"] == split][:count]
     if not chosen:
-        raise DataError(f"{root / LABELS_FILE} has no rows with split {split!r}; add some or pick another split")
+        raise DataError(f"{root / LABELS_FILE} has no rows with split {split!r}; "
+                        "add some or pick another split")
     images = np.stack([_read_image(root, line, row["file"]) for line, row in chosen])
     labels = {task.name: _labels(root, task, chosen) for task in tasks}
     return Dataset(root.name or str(root), images, labels, tasks, held_out=held_out)
@@ -137,14 +142,16 @@ def _read_rows(root: Path, tasks: list[TaskInfo]) -> list[tuple[int, dict[str, s
                             f"of {TASKS_FILE} ({names})")
         missing = [c for c in (*_FIXED_COLUMNS, *names) if c not in columns]
         if missing:
-            raise DataError(f"{path}: missing column(s) {missing}; add them or remove the tasks from {TASKS_FILE}")
+            raise DataError(f"{path}: missing column(s) {missing}; "
+                            f"add them or remove the tasks from {TASKS_FILE}")
         rows = []
         for line, raw in enumerate(reader, start=2):  # line 1 is the header
             row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
             if None in raw:
                 raise DataError(f"{path} line {line}: more cells than columns")
             if row["split"] not in SPLIT_SIZES:
-                raise DataError(f"{path} line {line}: split {row['split']!r} is not one of {sorted(SPLIT_SIZES)}")
+                raise DataError(f"{path} line {line}: split {row['split']!r} "
+                                f"is not one of {sorted(SPLIT_SIZES)}")
             rows.append((line, row))
     return rows
 
@@ -176,7 +183,8 @@ def _labels(root: Path, task: TaskInfo, rows: list[tuple[int, dict[str, str]]]) 
             except ValueError:
                 value = math.nan
             if not math.isfinite(value):
-                raise DataError(f"{where} line {line}: regression task {task.name!r} needs a number, got {cell!r}")
+                raise DataError(f"{where} line {line}: regression task {task.name!r} "
+                                f"needs a number, got {cell!r}")
             values.append(value)
         return np.asarray(values, dtype=np.float32)[:, None]  # (B, 1), as the built-in data
     classes = task.classes or []
@@ -204,8 +212,9 @@ def _read_mask(root: Path, line: int, relpath: str, task: TaskInfo) -> npt.NDArr
     try:
         with Image.open(path) as opened:
             if opened.mode not in ("L", "P", "I", "I;16"):
-                raise DataError(f"{where} line {line}: mask {path} is {opened.mode}; save it as a single-channel "
-                                "PNG (mode L or P) whose pixel values are class indices")
+                raise DataError(f"{where} line {line}: mask {path} is {opened.mode}; "
+                                "save it as a single-channel PNG (mode L or P) whose pixel values "
+                                "are class indices")
             mask = opened.resize((MASK_SIZE, MASK_SIZE), Image.Resampling.NEAREST)  # never blend classes
             values = np.asarray(mask)
     except (UnidentifiedImageError, OSError) as exc:
@@ -213,5 +222,6 @@ def _read_mask(root: Path, line: int, relpath: str, task: TaskInfo) -> npt.NDArr
     classes = task.classes or []
     if values.size and (int(values.max()) >= len(classes) or int(values.min()) < 0):
         raise DataError(f"{where} line {line}: mask {path} holds class index {int(values.max())}, task "
-                        f"{task.name!r} has {len(classes)} classes ({classes}); pixel values must be 0..{len(classes) - 1}")
+                        f"{task.name!r} has {len(classes)} classes ({classes}); "
+                        f"pixel values must be 0..{len(classes) - 1}")
     return values.astype(np.uint8)

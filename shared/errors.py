@@ -1,6 +1,8 @@
 """One error tree for device and cloud.
 
     DeviceTuningError
+    ├── ConfigError              an option, setting or combination of them that cannot work
+    ├── DataError                a data folder that does not follow the user-data format
     ├── BundleError              a bundle on disk is missing, malformed or tampered with
     │   └── IntegrityError       a file's sha256 is not the one the manifest records
     ├── ProtocolError            a request or response that breaks the wire contract
@@ -13,8 +15,10 @@
     └── RemoteError              the device got an error answer or no answer at all
         └── ServerUnreachable    no connection, or the request timed out
 
-Only ``cloud_server`` maps these to HTTP status codes. Every message says what was
-wrong and what to do about it.
+Only ``cloud_server`` maps these to HTTP status codes; the ``devtune`` command line maps
+them to one-line messages and exit codes. Every message says what was wrong and what to
+do about it. ``ConfigError``, ``DataError`` and ``ProtocolError`` are also ``ValueError``s,
+so callers that caught ``ValueError`` before the tree existed keep working.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from __future__ import annotations
 __all__ = [
     "BundleError",
     "CodecError",
+    "ConfigError",
+    "DataError",
     "DeviceTuningError",
     "FingerprintMismatch",
     "IntegrityError",
@@ -37,6 +43,14 @@ __all__ = [
 
 class DeviceTuningError(Exception):
     """Base of every error this project raises on purpose."""
+
+
+class ConfigError(DeviceTuningError, ValueError):
+    """An option, setting or combination of them that cannot work (unknown split, data set or task)."""
+
+
+class DataError(DeviceTuningError, ValueError):
+    """A user data folder that does not follow the documented format; names the file and line."""
 
 
 class BundleError(DeviceTuningError):

@@ -16,7 +16,8 @@ from devtune.server_process import free_port
 from models.data import make_shapes
 from models.tune import TuneConfig, TuneResult, add_fallback_heads, represent, tune_bundle
 from shared.bundle import hash_files, read_bytes_checked, read_manifest
-from shared.errors import ServerUnreachable
+from shared.errors import ConfigError, ServerUnreachable
+from shared.protocol import Regression
 from shared.quantization import dequantize
 
 FAST = TuneConfig(count=192, val_count=64, epochs=2)
@@ -28,7 +29,8 @@ def tuned(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> TuneRe
     return tune_bundle(tiny_bundle, out, task="dots", config=FAST, fallback=["dots"])
 
 
-def test_the_new_version_adds_the_task_and_keeps_the_device_half(tiny_bundle: Path, tuned: TuneResult) -> None:
+def test_the_new_version_adds_the_task_and_keeps_the_device_half(tiny_bundle: Path,
+                                                                  tuned: TuneResult) -> None:
     before, after = read_manifest(tiny_bundle), tuned.manifest
     assert (after.name, after.version) == (before.name, before.version + 1)
     assert after.device_fingerprint == before.device_fingerprint
@@ -42,7 +44,8 @@ def test_the_new_version_adds_the_task_and_keeps_the_device_half(tiny_bundle: Pa
     assert read_manifest(tuned.bundle_dir) == after
     for relpath in after.files:
         read_bytes_checked(tuned.bundle_dir, after, relpath)
-    assert (tuned.bundle_dir / after.encoder_file).read_bytes() == (tiny_bundle / before.encoder_file).read_bytes()
+    encoder = (tiny_bundle / before.encoder_file).read_bytes()
+    assert (tuned.bundle_dir / after.encoder_file).read_bytes() == encoder
     assert "dots" not in read_manifest(tiny_bundle).task_names  # the source bundle is left alone
     assert tuned.metric == "accuracy" and 0.0 <= tuned.val_metric <= 1.0
     assert set(tuned.fallback_metrics) == {"dots"}
@@ -72,15 +75,51 @@ def test_a_device_answers_itself_when_the_server_is_down(tuned: TuneResult) -> N
 
 
 def test_refusals_say_what_to_do(tiny_bundle: Path, tuned: TuneResult, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="already serves 'shape'.*--replace"):
+    with pytest.raises(ConfigError, match="already serves 'shape'.*--replace"):
         tune_bundle(tiny_bundle, tmp_path / "x", task="shape", config=FAST)
-    with pytest.raises(ValueError, match="is the bundle being tuned"):
+    with pytest.raises(ConfigError, match="is the bundle being tuned"):
         tune_bundle(tiny_bundle, tiny_bundle, task="dots", config=FAST)
-    with pytest.raises(ValueError, match="task 'colour' is not in data set 'shapes'"):
+    with pytest.raises(ConfigError, match="task 'colour' is not in data set 'shapes'"):
         tune_bundle(tiny_bundle, tmp_path / "x", task="colour", config=FAST)
-    with pytest.raises(ValueError, match=r"fallback task\(s\) \['nope'\]"):
+    with pytest.raises(ConfigError, match=r"fallback task\(s\) \['nope'\]"):
         tune_bundle(tiny_bundle, tmp_path / "x", task="dots", config=FAST, fallback=["nope"])
     assert not (tmp_path / "x").exists()
+
+
+def test_train_and_tune_share_one_learning_rate_schedule() -> None:
+    import torch
+
+    from models.train import warmup_cosine
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    schedule = warmup_cosine(optimizer, total=100)  # warmup: the first 5 steps
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] == pytest.approx(0.2) and rates[4] == pytest.approx(1.0, abs=0.01)
+    assert rates[4:] == sorted(rates[4:], reverse=True) and rates[-1] < 0.01
+
+
+def test_joint_training_refuses_tasks_the_data_does_not_have() -> None:
+    from models.model import ModelConfig
+    from models.train import TrainConfig, train
+
+    with pytest.raises(ConfigError, match=r"task\(s\) \['colour'\] are not in data set 'shapes'"):
+        data = make_shapes("val", count=8)
+        train(ModelConfig(), TrainConfig(tasks=("shape", "colour")), data, progress=False)
+
+
+def test_joint_training_on_a_folder_smaller_than_one_batch(tmp_path: Path) -> None:
+    from models.data import load_dataset
+    from models.model import ModelConfig
+    from models.train import TrainConfig, train
+
+    data = load_dataset(str(make_user_folder(tmp_path / "lamps", count=16)), "train")  # 12 rows < 64
+    cfg = ModelConfig(dim=32, depth=1, heads=2, decoder_dim=32, bits=4)
+    result = train(cfg, TrainConfig(epochs=2), data, progress=False)
+    assert [h.name for h in result.heads] == ["brightness", "lit"] and len(result.history) == 2
 
 
 def make_user_folder(root: Path, count: int = 48) -> Path:
@@ -142,6 +181,9 @@ def test_fallback_heads_for_served_tasks_in_place(tuned: TuneResult, tmp_path: P
     with DeviceClient(bundle, f"http://127.0.0.1:{free_port()}") as client:
         answer = client.predict(list(make_shapes("val", count=2).images), tasks=["shape", "size", "dots"])
     assert answer.answered_by == "device" and set(answer.response.predictions) == {"shape", "size", "dots"}
+    # the head's graph de-standardizes like a cloud decoder's: radii in pixels (9-20), not around 0
+    radii = [p.values[0] for p in answer.response.predictions["size"] if isinstance(p, Regression)]
+    assert len(radii) == 2 and all(5.0 < r < 30.0 for r in radii)
 
 
 def test_bench_tune_prints_one_json_object(tiny_bundle: Path, tmp_path: Path,

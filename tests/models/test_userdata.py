@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from models.data import load_dataset
-from models.userdata import DataError, load_folder, read_tasks
+from models.userdata import load_folder, read_tasks
+from shared.errors import BundleError, ConfigError, DataError, DeviceTuningError
 
 TASKS = {
     "tasks": [
@@ -68,8 +69,12 @@ def test_load_dataset_takes_a_folder_path(tmp_path: Path) -> None:
     folder = make_folder(tmp_path / "fruit")
     data = load_dataset(str(folder), "val")
     assert len(data) == 2 and data.labels["ripe"].tolist() == [0, 1]
-    with pytest.raises(DataError, match="neither built in"):
+    with pytest.raises(ConfigError, match="neither built in"):  # a wrong --data, not a broken folder
         load_dataset(str(tmp_path / "nowhere"), "train")
+    with pytest.raises(ConfigError, match="unknown split 'dev'"):
+        load_dataset(str(folder), "dev")
+    with pytest.raises(ConfigError, match="unknown split 'dev'"):
+        load_dataset("shapes", "dev")
 
 
 def test_a_spreadsheet_export_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
@@ -152,7 +157,10 @@ def test_bad_split_and_empty_split(tmp_path: Path) -> None:
         load_folder(folder, "train")
 
 
-def test_data_errors_are_value_errors_not_bundle_errors() -> None:
-    from shared.errors import DeviceTuningError
+def test_data_errors_join_the_one_error_tree() -> None:
+    import models.userdata
 
-    assert issubclass(DataError, ValueError) and not issubclass(DataError, DeviceTuningError)
+    assert models.userdata.DataError is DataError  # still importable where it used to live
+    assert issubclass(DataError, DeviceTuningError) and not issubclass(DataError, BundleError)
+    assert issubclass(DataError, ValueError)  # callers that caught ValueError keep working
+    assert not issubclass(DataError, ConfigError) and not issubclass(ConfigError, DataError)
