@@ -4,27 +4,28 @@ Each kind is a module with ``add_arguments(parser)`` and ``run(args) -> int``; h
 imports happen inside ``run`` so ``devtune --help`` stays light.
 """
 
+# (This docstring is `devtune bench --help`.) A kind is a module or a package (rate/,
+# serve/); next to the kinds:
+#
+#     output.py     the one JSON writer: the table, or --json one object on stdout, and --out
+#     bundles.py    the bundle a benchmark measures (the default one is trained when missing)
+#     loadgen/      the bounded HTTP load generator (closed-loop levels, open-loop overload)
+#     traffic.py    device clients kept busy in the background, for runs that change a server under load
+
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import logging
-import os
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import IO, Any
+
+from devtune.bench.output import emit_report, stdout_to_stderr
 
 __all__ = ["KINDS", "add_bench_command", "emit_report", "stdout_to_stderr"]
-
-log = logging.getLogger("devtune")
 
 KINDS = {
     "rate": "rate-accuracy sweep against float32, uint8, zstd, PNG and JPEG baselines",
     "serve": "load generator against the real server: batching, encodings, overload, many tasks",
     "tune": "held-out task: tuned decoder vs joint training vs device fallback head",
+    "entropy": "rANS coder alone: encode / decode us and bytes per sample on a 64 x 8 message (CPU, seconds)",
 }
 
 
@@ -47,43 +48,3 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[
             continue
         module.add_arguments(parser)
         parser.set_defaults(func=_run)
-
-
-@contextmanager
-def stdout_to_stderr() -> Iterator[IO[str]]:
-    """Point fd 1 at stderr (child processes started meanwhile inherit that); yield the real stdout.
-
-    With --json the one JSON object must be all that reaches stdout, whatever a server or
-    a progress bar started during the measurement prints.
-    """
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        with os.fdopen(os.dup(saved), "w") as real:
-            yield real
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-def emit_report(
-    args: argparse.Namespace,
-    measure: Callable[[argparse.Namespace], dict[str, Any]],
-    table: Callable[[dict[str, Any]], str],
-) -> int:
-    """Run a benchmark; print its table, or with --json one JSON object; write it to --out."""
-    if args.json:
-        with stdout_to_stderr() as stdout:
-            report = measure(args)
-            stdout.write(json.dumps(report) + "\n")
-    else:
-        report = measure(args)
-        print(table(report))
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        log.info("wrote %s", out)
-    return 0

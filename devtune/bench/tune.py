@@ -22,14 +22,15 @@ import argparse
 import logging
 import os
 import tempfile
-import threading
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from devtune.bench import emit_report
+from devtune.bench.bundles import DEFAULT_BUNDLE, ensure_bundle, joint_train_config
+from devtune.bench.output import emit_report
 
 if TYPE_CHECKING:
     from models.data import Dataset
@@ -39,9 +40,30 @@ __all__ = ["add_arguments", "run"]
 
 log = logging.getLogger("devtune")
 
-DEFAULT_BUNDLE = Path("bundles/default")
 TARGET_GAP_POINTS = 2.0  # tuned within this many points of joint
 TARGET_TUNE_SECONDS = 120.0  # tuning the default held-out task, on 2 cores
+
+
+@dataclass(frozen=True)
+class JointRun:
+    """The bundle's model trained again from scratch with the held-out task among its tasks."""
+
+    metric: float  # the held-out task's, on the test split
+    seconds: float
+    epochs: int
+    all_tasks: dict[str, float]  # every task's metric
+
+
+@dataclass(frozen=True)
+class HotAdd:
+    """The tuned version pushed into a server under steady device traffic."""
+
+    requests: int  # answered while the traffic ran, before and after the push
+    failed: int
+    failures: list[str]  # the first few, as repr
+    push_seconds: float
+    loaded_version: int
+    new_task_answered: bool  # an unchanged device got the new task from the new version
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,19 +83,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "busy 2-core machine more threads wait on each other and run several times slower)")
     parser.add_argument("--no-hot-add", dest="hot_add", action="store_false",
                         help="skip pushing the tuned version into a loaded server")
-
-
-def _ensure_bundle(bundle: Path, data: str) -> None:
-    from shared.bundle import MANIFEST_FILE
-
-    if (bundle / MANIFEST_FILE).is_file():
-        return
-    if bundle != DEFAULT_BUNDLE:
-        raise FileNotFoundError(f"no bundle at {bundle} (no {MANIFEST_FILE}); pass a bundle made by `devtune train`")
-    from devtune.pipeline import train_bundle
-
-    log.info("no bundle at %s: training the default one (a few minutes on 2 cores)", bundle)
-    train_bundle(bundle, data=data, progress=False)
 
 
 def _onnx_metric(path: Path, kind: str, z: np.ndarray, labels: np.ndarray) -> float:
@@ -96,82 +105,49 @@ def _chance(kind: str, labels: np.ndarray) -> float | None:
 
 
 def _joint(bundle: Path, task: str, data: str, count: int | None, epochs: int | None,
-           test: Dataset) -> dict[str, Any]:
+           test: Dataset) -> JointRun:
     """Train the bundle's model again, from scratch, with ``task`` among its tasks."""
     from models.data import load_dataset
-    from models.train import TrainConfig, evaluate, train
+    from models.train import evaluate, train
     from models.tune import bundle_config
     from shared.bundle import read_manifest
 
     manifest = read_manifest(bundle)
-    facts = manifest.training
-    tcfg = TrainConfig(
-        epochs=epochs or int(facts.get("epochs", TrainConfig.epochs)),
-        rate_lambda=float(facts.get("rate_lambda", TrainConfig.rate_lambda)),
-        seed=int(facts.get("seed", TrainConfig.seed)),
-        tasks=(*manifest.task_names, task),
-    )
+    tcfg = joint_train_config(manifest, [task], epochs)
     train_split = load_dataset(data, "train", count=count, seed=tcfg.seed)
     log.info("joint training with %s from the start: %d samples, %d epochs", task, len(train_split), tcfg.epochs)
     result = train(bundle_config(bundle, manifest), tcfg, train_split, progress=False)
     scores = evaluate(result, test)
-    return {"metric": scores[task], "seconds": result.seconds, "epochs": tcfg.epochs, "all_tasks": scores}
+    return JointRun(scores[task], result.seconds, tcfg.epochs, scores)
 
 
-def _hot_add(bundle: Path, tuned: Path, task: str, images: np.ndarray, workdir: Path) -> dict[str, Any]:
+def _hot_add(bundle: Path, tuned: Path, task: str, images: np.ndarray, workdir: Path) -> HotAdd:
     """Serve ``bundle``, keep device clients busy, push ``tuned``, then ask an unchanged device for ``task``."""
     from device_client import DeviceClient
+    from devtune.bench.traffic import Traffic
     from devtune.server_process import ServerProcess
     from devtune.tuning_cli import push_bundle
 
-    counts = {"before": 0, "after": 0}
-    lock = threading.Lock()
-    failures: list[str] = []
-    pushed = threading.Event()
-    stop = threading.Event()
     samples = list(images[:2])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
 
     with ServerProcess(bundle, auth="off", repository=workdir / "repository") as server:
-
-        def traffic() -> None:
-            with DeviceClient(bundle, server.url) as client:
-                while not stop.is_set():
-                    try:
-                        client.predict(samples)
-                        with lock:
-                            counts["after" if pushed.is_set() else "before"] += 1
-                    except Exception as exc:  # noqa: BLE001 - every failure is counted
-                        with lock:
-                            failures.append(repr(exc))
-
-        workers = [threading.Thread(target=traffic, daemon=True) for _ in range(2)]
-        for worker in workers:
-            worker.start()
-        try:
-            while counts["before"] < 20 and not failures:
-                stop.wait(0.02)
+        with Traffic(lambda: DeviceClient(bundle, server.url), samples, threads=2) as traffic:
+            traffic.wait_for(20)
             started = time.perf_counter()
             loaded = push_bundle(tuned, server.url)
             push_seconds = time.perf_counter() - started
-            pushed.set()
-            seen = counts["after"]
-            while counts["after"] < seen + 20 and not failures:
-                stop.wait(0.02)
-        finally:
-            stop.set()
-            for worker in workers:
-                worker.join()
+            traffic.wait_for(20)
         with DeviceClient(bundle, server.url) as client:  # the ORIGINAL bundle: an unchanged device
             answer = client.predict(samples, tasks=[task]).response
-    return {
-        "requests": counts["before"] + counts["after"],
-        "failed": len(failures),
-        "failures": failures[:3],
-        "push_seconds": round(push_seconds, 3),
-        "loaded_version": loaded["version"],
-        "new_task_answered": task in answer.predictions and answer.version == loaded["version"],
-    }
+    return HotAdd(
+        requests=len(traffic.versions),
+        failed=len(traffic.failures),
+        failures=[repr(exc) for exc in traffic.failures[:3]],
+        push_seconds=round(push_seconds, 3),
+        loaded_version=loaded["version"],
+        new_task_answered=task in answer.predictions and answer.version == loaded["version"],
+    )
 
 
 def _measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -181,7 +157,7 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     from models.tune import TuneConfig, represent, tune_bundle
 
     bundle = Path(args.bundle)
-    _ensure_bundle(bundle, args.data)
+    ensure_bundle(bundle, args.data)
     started = time.perf_counter()
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     test = load_dataset(args.data, "test", count=args.test_count)
@@ -205,15 +181,15 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         log.info("tuned %s %.4f, fallback %.4f, in %.1f s", spec.metric, tuned, fallback, result.seconds)
         hot_add = _hot_add(bundle, workdir / "tuned", task, test.images, workdir) if args.hot_add else None
         joint = _joint(bundle, task, args.data, args.count, args.joint_epochs, test)
-        log.info("joint %s %.4f in %.0f s", spec.metric, joint["metric"], joint["seconds"])
+        log.info("joint %s %.4f in %.0f s", spec.metric, joint.metric, joint.seconds)
 
     sign = 1.0 if spec.higher_is_better else -1.0
     points = 100.0 if spec.metric in ("accuracy", "miou") else 1.0
-    gap = sign * (joint["metric"] - tuned) * points
+    gap = sign * (joint.metric - tuned) * points
     chance = _chance(spec.kind, labels)
     warnings = []
-    if chance is not None and sign * (joint["metric"] - chance) * points < TARGET_GAP_POINTS:
-        warnings.append(f"joint training does not learn {task} either ({joint['metric']:.4f} vs {chance:.4f} "
+    if chance is not None and sign * (joint.metric - chance) * points < TARGET_GAP_POINTS:
+        warnings.append(f"joint training does not learn {task} either ({joint.metric:.4f} vs {chance:.4f} "
                         "for a constant guess): tuned vs joint says nothing about device tuning here")
     targets = {
         "tuned_near_joint": {"goal": f"tuned within {TARGET_GAP_POINTS:g} points of joint",
@@ -225,13 +201,13 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         targets["tuned_near_joint"]["meaningful"] = False
     if hot_add is not None:
         targets["hot_add"] = {"goal": "adding the task to a loaded server fails no request",
-                              "holds": hot_add["failed"] == 0 and hot_add["new_task_answered"]}
+                              "holds": hot_add.failed == 0 and hot_add.new_task_answered}
     return {
         "task": task,
         "metric": spec.metric,
         "higher_is_better": spec.higher_is_better,
         "tuned": round(tuned, 4),
-        "joint": round(joint["metric"], 4),
+        "joint": round(joint.metric, 4),
         "fallback": round(fallback, 4),
         "tune_seconds": round(result.seconds, 1),
         "chance": None if chance is None else round(chance, 4),
@@ -242,9 +218,9 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
                  "val_metric": round(result.val_metric, 4),
                  "epochs": config.epochs, "samples": result.manifest.training.get(f"tuned_{task}_samples"),
                  "includes": "frozen representation of train+val, decoder, device head, ONNX export, bundle write"},
-        "joint_run": {"seconds": round(joint["seconds"], 1), "epochs": joint["epochs"],
-                      "metrics": {k: round(v, 4) for k, v in joint["all_tasks"].items()}},
-        "hot_add": hot_add,
+        "joint_run": {"seconds": round(joint.seconds, 1), "epochs": joint.epochs,
+                      "metrics": {k: round(v, 4) for k, v in joint.all_tasks.items()}},
+        "hot_add": asdict(hot_add) if hot_add is not None else None,
         "targets": targets,
         "bundle": {"path": str(bundle), "name": result.manifest.name, "version": result.manifest.version - 1,
                    "tuned_version": result.manifest.version, "fingerprint": result.manifest.device_fingerprint},
@@ -276,4 +252,4 @@ def _table(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    return emit_report(args, _measure, _table)
+    return emit_report(args, lambda: _measure(args), lambda report: report, _table)

@@ -1,7 +1,7 @@
-"""`devtune bench serve` end to end on the tiny bundle, and the real server under a burst.
+"""`devtune bench serve` end to end on the tiny bundle, and the many-task bundle it generates.
 
-These check behaviour (the report's shape, counts that add up, 503s that say when to
-come back); how fast the server is belongs to the benchmark, not to a timed test.
+These check behaviour (the report's shape, counts that add up); how fast the server is
+belongs to the benchmark, not to a timed test.
 """
 
 from __future__ import annotations
@@ -11,24 +11,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from device_client import DeviceEncoder
-from devtune.bench.serve import make_many_task_bundle
-from devtune.loadgen import Workload, closed_loop, open_loop
-from devtune.server_process import ServerProcess
-from models.data import make_shapes
+from devtune.bench.loadgen import LevelResult, OpenLoopResult
+from devtune.bench.serve.cli import plan_from_args
+from devtune.bench.serve.decoders import DecoderPasses, DecoderRate
+from devtune.bench.serve.levels import Level, Overload
+from devtune.bench.serve.scaling import TaskCount, make_many_task_bundle
+from devtune.bench.serve.targets import evaluate_targets
 from shared.bundle import read_bytes_checked, read_manifest
-from shared.protocol import CONTENT_TYPE, pack_request
 
 LEVEL_KEYS = {"concurrency", "batching", "encoding", "throughput_rps", "p50_ms", "p90_ms", "p99_ms", "errors",
               "refused_503"}
-
-
-@pytest.fixture(scope="module")
-def bodies(tiny_bundle: Path) -> list[bytes]:
-    encoder = DeviceEncoder(tiny_bundle)
-    return [pack_request(encoder.request(encoder.encode([image]))) for image in make_shapes("test", count=4).images]
 
 
 def test_bench_serve_prints_one_json_object_whose_counts_add_up(tiny_bundle: Path, tmp_path: Path) -> None:
@@ -73,24 +65,6 @@ def test_bench_serve_prints_one_json_object_whose_counts_add_up(tiny_bundle: Pat
     assert {"a_ms", "b_ms", "single_decoder_pass_ms"} <= set(targets["per_request_overhead"])
 
 
-def test_a_burst_beyond_max_queue_is_refused_with_retry_after_and_nothing_is_lost(
-    tiny_bundle: Path, bodies: list[bytes]
-) -> None:
-    # A long queue delay holds the first requests in the batcher, so the queue is full
-    # for certain while the rest of the burst arrives.
-    settings = {"max_queue": 4, "max_batch_size": 64, "max_queue_delay_ms": 500}
-    with ServerProcess(tiny_bundle, auth="off", **settings) as server:
-        workload = Workload(f"{server.url}/v1/predict", bodies, {"Content-Type": CONTENT_TYPE})
-        burst = open_loop(workload, rate=2000, seconds=0.05, max_requests=100, connections=100, timeout=30)
-        after = closed_loop(workload, concurrency=1, seconds=0.2, max_requests=5, warmup_s=0)
-    assert burst.sent == 100
-    assert burst.lost == 0 and burst.errors == 0
-    assert burst.answered + burst.refused_503 == burst.sent
-    assert burst.refused_503 > 0 and burst.retry_after
-    assert burst.answered >= settings["max_queue"]
-    assert after.answered == after.sent > 0  # and the server keeps answering
-
-
 def test_many_task_bundle_copies_one_decoder_under_32_names_with_the_same_fingerprint(
     tiny_bundle: Path, tmp_path: Path
 ) -> None:
@@ -102,3 +76,30 @@ def test_many_task_bundle_copies_one_decoder_under_32_names_with_the_same_finger
     decoder = (tiny_bundle / "cloud/shape.onnx").read_bytes()
     for task in manifest.tasks:  # every file is listed with its sha256
         assert read_bytes_checked(tmp_path / "many", manifest, task.file) == decoder
+
+
+def _level(concurrency: int, batching: bool, rps: float) -> Level:
+    result = LevelResult(concurrency, 1.0, int(rps), int(rps), 0, 0, rps, 5.0, 8.0, 9.0, 0.1)
+    return Level(batching, "msgpack", result, 4.0 if batching else 1.0, 1000.0, 0.5, 1.0, 0.2)
+
+
+def test_targets_are_judged_on_the_saturating_level_and_skip_what_was_not_measured() -> None:
+    from devtune.cli import build_parser
+
+    plan = plan_from_args(build_parser().parse_args(["bench", "serve", "--quick", "--concurrency", "1,32"]))
+    assert (plan.concurrency, plan.seconds, plan.task_rounds, plan.client) == ([1, 32], 1.0, 2, "raw")
+    levels = [_level(1, True, 100.0), _level(1, False, 100.0), _level(32, True, 900.0), _level(32, False, 300.0)]
+    overload = Overload("msgpack", 32, 900.0, 2.0, 128, 512,
+                        OpenLoopResult(1800.0, 1.0, 1800, 1500, 300, 0, 0, True, 20.0, 90.0, 99.0, 1.0))
+    scaling = [TaskCount(k, 2.0 + 0.5 * k, 3.0, 0.4 * k, 10, 0) for k in (1, 2, 4)]
+    targets = evaluate_targets(plan, levels, DecoderRate(4.0, 1200.0, 3.3), overload, scaling,
+                               DecoderPasses(0.1, 0.2))
+    assert targets.batching_speedup is not None and targets.batching_speedup.speedup == 3.0
+    assert targets.served_vs_raw.served_rps == 900.0 and targets.served_vs_raw.ratio == 0.75
+    assert targets.overload.holds and targets.overload.refused_503 == 300
+    assert (targets.per_request_overhead.a_ms, targets.per_request_overhead.b_ms) == (2.0, 0.5)
+    assert list(targets.named()) == ["batching_speedup", "served_vs_raw", "overload", "per_request_overhead"]
+
+    without_off = evaluate_targets(plan, levels[:3], DecoderRate(4.0, 1200.0, 3.3), overload, scaling,
+                                   DecoderPasses(0.1, 0.2))
+    assert "batching_speedup" not in without_off.named()

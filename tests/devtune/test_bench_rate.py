@@ -10,19 +10,13 @@ from typing import Any
 
 import pytest
 
-from devtune.bench.rate import (
-    FULL,
-    QUICK,
-    Baseline,
-    PointResult,
-    RateReport,
-    RateSweep,
-    evaluate_targets,
-    measure,
-    render_table,
-    report_json,
-    sweep_from_args,
-)
+from devtune.bench.rate.baselines import jpeg_augmented
+from devtune.bench.rate.cli import sweep_from_args
+from devtune.bench.rate.config import FULL, QUICK, RateSweep
+from devtune.bench.rate.report import render_table, report_json
+from devtune.bench.rate.results import Baseline, CodedSizes, PointResult, RateReport
+from devtune.bench.rate.sweep import measure
+from devtune.bench.rate.targets import evaluate_targets
 
 TASKS = {"shape", "color", "texture", "size", "mask"}
 
@@ -99,15 +93,15 @@ def test_plot_is_written(tiny_report: RateReport) -> None:
 def test_json_mode_prints_one_object_on_stdout(
     tiny_report: RateReport, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """Through the benchmarks' shared emitter, as `run` uses it."""
-    from devtune.bench import emit_report
+    """Through the benchmarks' one JSON writer, as `run` uses it."""
+    from devtune.bench.output import emit_report
 
-    def document(_: argparse.Namespace) -> dict[str, Any]:
+    def measured() -> RateReport:
         print(render_table(tiny_report), file=sys.stderr)  # what run() prints while measuring
-        return report_json(tiny_report)
+        return tiny_report
 
     out = tmp_path / "out.json"
-    emit_report(argparse.Namespace(json=True, out=str(out)), document, lambda _: "")
+    emit_report(argparse.Namespace(json=True, out=str(out)), measured, report_json, lambda _: "")
     captured = capfd.readouterr()
     assert json.loads(captured.out)["points"]  # exactly one JSON document, nothing else
     assert "targets" in captured.err  # the table goes to stderr
@@ -116,8 +110,8 @@ def test_json_mode_prints_one_object_on_stdout(
 
 
 def _point(bits: int, size: float, shape: float, mae: float) -> PointResult:
-    return PointResult(bits, 5e-4, size, size - 5, size / (size - 5), 4.0, 40.0, 50.0, 512, 300, 1.0,
-                       {"shape": shape, "size": mae})
+    coded = CodedSizes(size, size - 5, size / (size - 5), 4.0, 40.0, 50.0)
+    return PointResult(bits, 5e-4, coded, 512, 300, 1.0, {"shape": shape, "size": mae})
 
 
 def test_targets_judge_the_smallest_point_within_tolerance() -> None:
@@ -153,11 +147,10 @@ def test_targets_fall_back_to_the_closest_point_and_jpeg() -> None:
 
 
 def test_jpeg_augmentation_degrades_half_the_training_images() -> None:
-    from devtune.bench.rate import _jpeg_augmented
     from models.data import make_shapes
 
     data = make_shapes("train", count=40)
-    augmented = _jpeg_augmented(data, (10, 50), seed=0)
+    augmented = jpeg_augmented(data, (10, 50), seed=0)
     changed = (augmented.images != data.images).any(axis=(1, 2, 3))
     assert changed.sum() == 20  # q10 and q50 always move some pixel of a noisy image
     assert augmented.labels is data.labels and augmented.images.dtype == data.images.dtype

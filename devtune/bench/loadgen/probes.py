@@ -1,0 +1,30 @@
+"""What the server spent: its CPU time from /proc, and histograms from its /metrics page."""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["process_cpu_seconds", "scrape_histogram"]
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime: fields 14 and 15 of stat(5)
+
+
+def scrape_histogram(metrics_text: str, name: str) -> tuple[float, float]:
+    """(sum, count) of an unlabelled Prometheus histogram in a /metrics page."""
+    total = count = 0.0
+    for line in metrics_text.splitlines():
+        if line.startswith(f"{name}_sum "):
+            total = float(line.split()[1])
+        elif line.startswith(f"{name}_count "):
+            count = float(line.split()[1])
+    return total, count

@@ -1,0 +1,91 @@
+"""`devtune bench serve` flags, resolved into a ``Plan``, and the command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from devtune.bench.bundles import DEFAULT_BUNDLE
+from devtune.bench.serve.plan import Plan
+
+__all__ = ["add_arguments", "plan_from_args", "run"]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,4,16, got {text!r}") from None
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE,
+                        help="bundle to serve (default bundles/default, trained first if missing)")
+    parser.add_argument("--quick", action="store_true",
+                        help="short run (under 3 minutes): concurrency 1,4,32,64, 1 s per level")
+    parser.add_argument("--concurrency", type=_ints, default=None,
+                        help="closed-loop levels, also the raw decoder batch sizes (default 1,4,16,32,64)")
+    parser.add_argument("--seconds", type=float, default=None, help="measured seconds per level (default 3)")
+    parser.add_argument("--max-requests", type=int, default=20000, help="request budget per level")
+    parser.add_argument("--encodings", default="msgpack,json",
+                        help="msgpack (/v1/predict) and/or json (OIP /v2 infer); default both")
+    parser.add_argument("--delay-ms", type=float, default=2.0, help="server max_queue_delay_ms with batching on")
+    parser.add_argument("--max-queue", type=int, default=128,
+                        help="server max_queue: waiting requests beyond it are refused with 503")
+    parser.add_argument("--overload-seconds", type=float, default=None, help="open-loop send time (default 4)")
+    parser.add_argument("--overload-factor", type=float, default=2.0, help="offered rate / saturating rate")
+    parser.add_argument("--connections", type=int, default=512, help="client connections in the overload run")
+    parser.add_argument("--task-counts", type=_ints, default=None,
+                        help="tasks asked in the many-task run (default 1,2,4,8,16,32; at most 32)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds before a request counts as lost")
+    parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
+                        help="raw: pre-built HTTP/1.1 on asyncio streams (cheap, default); httpx: AsyncClient")
+
+
+def plan_from_args(args: argparse.Namespace) -> Plan:
+    """The flags resolved into one ``Plan``; --quick picks shorter defaults for what was not given."""
+    quick = bool(args.quick)
+    encodings = [e.strip() for e in args.encodings.split(",") if e.strip()]
+    unknown = sorted(set(encodings) - {"msgpack", "json"})
+    if unknown or not encodings:
+        raise ValueError(f"unknown encoding(s) {unknown or encodings}; use msgpack, json or both")
+    seconds = args.seconds if args.seconds is not None else (1.0 if quick else 3.0)
+    if seconds <= 0 or args.max_requests < 1 or args.timeout <= 0:
+        raise ValueError("--seconds, --max-requests and --timeout must be positive")
+    task_counts = args.task_counts or [1, 2, 4, 8, 16, 32]
+    if task_counts[-1] > 32:
+        raise ValueError(f"the many-task bundle has 32 tasks; ask for at most 32, not {task_counts[-1]}")
+    rounds = 2 if quick else 3
+    return Plan(
+        concurrency=args.concurrency or ([1, 4, 32, 64] if quick else [1, 4, 16, 32, 64]),
+        seconds=seconds,
+        warmup_s=min(0.5, seconds / 3),
+        max_requests=args.max_requests,
+        encodings=encodings,
+        overload_seconds=args.overload_seconds if args.overload_seconds is not None else (2.0 if quick else 4.0),
+        task_counts=task_counts,
+        task_rounds=rounds,
+        task_seconds=min(seconds, 2.0) / rounds,
+        raw_seconds=min(seconds / 3, 1.0),
+        client="httpx" if args.client == "httpx" else "raw",
+        timeout=args.timeout,
+        delay_ms=args.delay_ms,
+        max_queue=args.max_queue,
+        overload_factor=args.overload_factor,
+        connections=args.connections,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from devtune.bench.output import emit_report
+    from devtune.bench.serve.report import render_table, report_json
+    from devtune.bench.serve.sweep import measure
+
+    # httpx logs every request at INFO: costly in a load generator, and noise.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return emit_report(args, lambda: measure(plan_from_args(args), Path(args.bundle)), report_json, render_table)

@@ -1,0 +1,68 @@
+"""What `devtune bench serve` shows: the JSON object (`--json`, and --out) and the table."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from devtune.bench.serve.levels import Level
+from devtune.bench.serve.plan import BATCH_ON
+from devtune.bench.serve.sweep import ServeReport
+
+__all__ = ["render_table", "report_json"]
+
+NOTE = ("the load generator, the servers and any other jobs share this machine's cores: "
+        "client_cpu_ms_per_request and server_cpu_ms_per_request show the split, loadavg the rest")
+
+
+def _level_json(level: Level) -> dict[str, Any]:
+    result = asdict(level.result)
+    del result["latencies_ms"]  # kept for pooling runs, not for the report
+    return {
+        "batching": level.batching, "encoding": level.encoding, **result,
+        "mean_batch": level.mean_batch, "decoder_rps_in_server": level.decoder_rps_in_server,
+        "server_cpu_s": level.server_cpu_s, "server_cpu_ms_per_request": level.server_cpu_ms_per_request,
+        "client_cpu_ms_per_request": level.client_cpu_ms_per_request,
+    }
+
+
+def report_json(report: ServeReport) -> dict[str, Any]:
+    """The JSON object `--json` prints: plain types, stable key names."""
+    plan = asdict(report.plan)
+    del plan["overload_factor"], plan["connections"]  # "overload" has them, as factor and connections
+    delay_ms, max_queue = plan.pop("delay_ms"), plan.pop("max_queue")
+    config = {**plan, "max_batch_size_on": BATCH_ON, "delay_ms": delay_ms, "max_queue": max_queue, "threads": 1}
+    overload = asdict(report.overload)
+    return {
+        "bundle": asdict(report.bundle),
+        "config": config,
+        "machine": asdict(report.machine),
+        "note": NOTE,
+        "levels": [_level_json(level) for level in report.levels],
+        "raw_decoder": [asdict(r) for r in report.raw_decoder],
+        "overload": {**{k: v for k, v in overload.items() if k != "result"}, **overload["result"]},
+        "tasks_scaling": [asdict(r) for r in report.tasks_scaling],
+        "targets": {name: asdict(target) for name, target in report.targets.named().items()},
+        "seconds": report.seconds,
+    }
+
+
+def render_table(report: ServeReport) -> str:
+    lines = ["batching encoding  conc   req/s    p50 ms   p90 ms   p99 ms  batch  err  503  server/client CPU ms"]
+    for level in report.levels:
+        r = level.result
+        lines.append(f"{'on' if level.batching else 'off':<8} {level.encoding:<8} {r.concurrency:>5} "
+                     f"{r.throughput_rps:>7.1f} {r.p50_ms:>8.2f} {r.p90_ms:>8.2f} {r.p99_ms:>8.2f} "
+                     f"{level.mean_batch:>6.1f} {r.errors:>4} {r.refused_503:>4}  "
+                     f"{level.server_cpu_ms_per_request or 0:>6.2f} / {level.client_cpu_ms_per_request:.2f}")
+    lines.append("")
+    lines.append("raw decoders, all tasks, samples/s: " + ", ".join(
+        f"B={r.batch_size} {r.throughput_rps:.0f}" for r in report.raw_decoder))
+    o = report.overload.result
+    lines.append(f"overload at {o.rate_rps:.0f} req/s for {report.plan.overload_seconds} s: sent {o.sent}, "
+                 f"answered {o.answered}, refused_503 {o.refused_503}, lost {o.lost}")
+    lines.append("tasks -> p50 ms: " + ", ".join(f"{r.tasks}: {r.p50_ms:.2f}" for r in report.tasks_scaling))
+    lines.append("")
+    for name, target in report.targets.named().items():
+        lines.append(f"{'PASS' if target.holds else 'FAIL'}  {name}: {target.goal}")
+    return "\n".join(lines)
