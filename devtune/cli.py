@@ -74,6 +74,8 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         name=args.name,
         fallback=args.fallback,
+        objective=args.objective,
+        distortion=args.distortion,
     )
     print(f"bundle {manifest.name} v{manifest.version} written to {args.out}")
     print(f"  tasks: {', '.join(manifest.task_names)}")
@@ -158,6 +160,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="default", help="bundle name")
     p.add_argument("--fallback", default="",
                    help="comma-separated tasks to give device-side fallback heads")
+    p.add_argument("--objective", choices=["rd", "supervised"], default="rd",
+                   help="what the device half is trained for: rd (default) = the tasks, the rate and "
+                   "rebuilding a thumbnail of the input, so new tasks find what they need; supervised = "
+                   "the tasks and the rate only")
+    p.add_argument("--distortion", type=float, default=None,
+                   help="weight of the thumbnail's squared error in the rd objective (default 2)")
 
 
 def build_parser() -> argparse.ArgumentParser:

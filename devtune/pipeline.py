@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from shared.manifest import Manifest
 
-__all__ = ["train_bundle"]
+__all__ = ["OBJECTIVES", "train_bundle"]
 
 log = logging.getLogger("devtune")
+
+OBJECTIVES = {
+    # name: (preview side, distortion weight). "rd" adds the task-agnostic term: the symbols must
+    # also rebuild a 16x16 thumbnail of the input, so they keep colors, light and layout that
+    # no trained task asks for (docs/device-tuning.md, `devtune bench transfer`).
+    "rd": (16, 2.0),
+    "supervised": (0, 0.0),  # the trained tasks and the rate only: smallest, transfers least
+}
 
 
 def train_bundle(
@@ -24,6 +33,8 @@ def train_bundle(
     seed: int = 0,
     name: str = "default",
     fallback: str = "",
+    objective: str = "rd",
+    distortion: float | None = None,
     progress: bool = True,
 ) -> Manifest:
     import torch
@@ -32,6 +43,8 @@ def train_bundle(
     from models.export import export_bundle
     from models.model import ModelConfig
     from models.train import TrainConfig, evaluate, train
+    from models.train import distortion as preview_error
+    from shared.errors import ConfigError
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     train_split = load_dataset(data, "train", seed=seed)
@@ -41,10 +54,15 @@ def train_bundle(
         from models.tune import check_fallback_tasks
 
         check_fallback_tasks(heads, [t.name for t in train_split.tasks if t.name not in train_split.held_out])
-    cfg = ModelConfig(encoder=encoder, bits=bits, bottleneck=bottleneck)  # type: ignore[arg-type]
-    tcfg = TrainConfig(seed=seed)
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {objective!r}; choose one of {sorted(OBJECTIVES)}")
+    preview, weight = OBJECTIVES[objective]
+    if distortion is not None and not preview:
+        raise ConfigError(f"objective {objective!r} has no distortion term; use --objective rd")
+    cfg = ModelConfig(encoder=encoder, bits=bits, bottleneck=bottleneck, preview=preview)  # type: ignore[arg-type]
+    tcfg = TrainConfig(seed=seed, distortion=weight if distortion is None else distortion)
     overrides = {k: v for k, v in {"epochs": epochs, "rate_lambda": rate_lambda}.items() if v is not None}
-    tcfg = TrainConfig(**{**tcfg.__dict__, **overrides})
+    tcfg = replace(tcfg, **overrides)
     log.info("training %s encoder on %s (%d samples, %d epochs)", encoder, data, len(train_split),
              tcfg.epochs)
     result = train(cfg, tcfg, train_split, progress=progress)
@@ -54,8 +72,13 @@ def train_bundle(
         "seed": seed,
         "epochs": tcfg.epochs,
         "rate_lambda": tcfg.rate_lambda,
+        "objective": tcfg.objective,
+        "distortion": tcfg.distortion,
+        "preview": cfg.preview,
     }
     facts.update({f"val_{k}": round(v, 4) for k, v in val.items()})
+    if cfg.preview:
+        facts["val_preview_mse"] = round(preview_error(result, val_split), 4)
     manifest = export_bundle(result, train_split, out, name=name, codec=codec, training=facts)
     if heads:  # device-side heads, trained on the exported (frozen) device half
         from models.tune import TuneConfig, add_fallback_heads

@@ -9,13 +9,28 @@ into each other:
     texture     classification  background pattern, 4 kinds            accuracy
     size        regression      radius of the shape in pixels          mae
     mask        dense           which 2x2 cell belongs to the shape    miou
-    quadrant    classification  which quadrant holds the shape's center accuracy  (held out)
-    dots        classification  0-3 small dots                         accuracy  (held out)
 
-The default bundle is not trained on ``quadrant`` or ``dots``: they are there to be added
-later by device tuning. ``quadrant`` is what the frozen representation can serve (the
-mask task makes it keep where the shape is); ``dots`` (2-pixel specks in the noise) is
-one it cannot: neither tuning nor joint training beats chance on it.
+and a transfer suite that no trained task names, held out of ``devtune train``: tasks a
+representation must keep by itself, to be added later by device tuning
+(``devtune bench transfer`` judges a bundle on all of them)::
+
+    quadrant    classification  which quadrant holds the shape's center  accuracy
+    dots        classification  0-3 small dots (2-pixel specks)          accuracy
+    bg_hue      classification  hue of the first background color, 4 bins accuracy
+    noise       classification  sensor noise below / above 0.075         accuracy
+    brightness  regression      HSV value of the shape's color, 0.45-1   mae
+    saturation  regression      HSV saturation of the shape, 0.45-1      mae
+    hue_shift   regression      the shape's hue within its color bin     mae
+    bg_light    regression      mean HSV value of the background         mae
+    period      regression      stripe period of the background, px      mae
+    shade       dense           a soft shadow on the background          miou
+
+Every factor is drawn independently of the others, so each held-out label is independent
+of every trained one (``tests/models/test_data.py`` checks it), except ``quadrant``, which
+is where the shape is and so what ``mask`` already shows. ``period`` is only visible when
+the background has stripes (three textures of four). The shadow is drawn from its own
+random stream after everything else, so the trained tasks' factors are what they were
+before the suite existed.
 
 Noise, low-contrast backgrounds and small shapes keep it from being saturated.
 Numpy only: the device half can use it without torch.
@@ -46,9 +61,20 @@ SHAPES_TASKS = [
     TaskInfo("texture", "classification", classes=TEXTURES),
     TaskInfo("size", "regression", units="px"),
     TaskInfo("mask", "dense", classes=["background", "shape"]),
+    # the transfer suite, held out (see the module docstring)
     TaskInfo("quadrant", "classification", classes=["top_left", "top_right", "bottom_left", "bottom_right"]),
     TaskInfo("dots", "classification", classes=["0", "1", "2", "3"]),
+    TaskInfo("bg_hue", "classification", classes=["red", "green", "cyan", "blue"]),
+    TaskInfo("noise", "classification", classes=["low", "high"]),
+    TaskInfo("brightness", "regression", units="value"),
+    TaskInfo("saturation", "regression", units="saturation"),
+    TaskInfo("hue_shift", "regression", units="bins"),
+    TaskInfo("bg_light", "regression", units="value"),
+    TaskInfo("period", "regression", units="px"),
+    TaskInfo("shade", "dense", classes=["background", "shade"]),
 ]
+SHAPES_HELD_OUT = [t.name for t in SHAPES_TASKS[5:]]
+_SHADE_STREAM = 7  # the shadow's own random stream, so adding it left every other factor as it was
 
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -92,21 +118,32 @@ def make_shapes(split: str = "train", count: int | None = None, seed: int = 0) -
     radius = rng.uniform(9.0, 20.0, n).astype(np.float32)
     cy = rng.uniform(18, size - 18, n)
     cx = rng.uniform(18, size - 18, n)
-    hue = (color + rng.uniform(-0.42, 0.42, n)) / len(COLORS) % 1.0
-    fg = _hsv_to_rgb(hue, rng.uniform(0.45, 1.0, n), rng.uniform(0.45, 1.0, n))
+    hue_shift = rng.uniform(-0.42, 0.42, n)  # within the color's bin, in bins
+    hue = (color + hue_shift) / len(COLORS) % 1.0
+    saturation, value = rng.uniform(0.45, 1.0, n), rng.uniform(0.45, 1.0, n)
+    fg = _hsv_to_rgb(hue, saturation, value)
     bg_hue = rng.uniform(0, 1, (n, 2))
-    bg = _hsv_to_rgb(bg_hue, rng.uniform(0.0, 0.35, (n, 2)), rng.uniform(0.2, 0.8, (n, 2)))
+    bg_value = rng.uniform(0.2, 0.8, (n, 2))
+    bg = _hsv_to_rgb(bg_hue, rng.uniform(0.0, 0.35, (n, 2)), bg_value)
     period = rng.uniform(5, 11, n)
     phase = rng.uniform(0, 2 * np.pi, n)
+    shade_rng = np.random.default_rng([seed, _SPLIT_SEEDS[split], _SHADE_STREAM])
+    shade_y, shade_x = shade_rng.uniform(8, size - 8, n), shade_rng.uniform(8, size - 8, n)
+    shade_r = shade_rng.uniform(10, 20, n)
 
     images = np.empty((n, size, size, 3), dtype=np.uint8)
     masks = np.empty((n, MASK_SIZE, MASK_SIZE), dtype=np.uint8)
+    shades = np.empty((n, MASK_SIZE, MASK_SIZE), dtype=np.uint8)
     noise_level = rng.uniform(0.03, 0.12, n)
     for k in range(n):
         wave_y = np.sin(2 * np.pi * yy / period[k] + phase[k]) > 0
         wave_x = np.sin(2 * np.pi * xx / period[k] + phase[k]) > 0
         pattern = [np.zeros_like(wave_y), wave_y, wave_x, wave_y ^ wave_x][texture[k]]
         canvas = np.where(pattern[..., None], bg[k, 1], bg[k, 0]).astype(np.float32)
+        # the shadow darkens the background only (the shape lies on top), with a soft edge
+        dist = np.sqrt((yy - shade_y[k]) ** 2 + (xx - shade_x[k]) ** 2) / shade_r[k]
+        canvas *= 1.0 - 0.5 * np.clip(3.0 - 3.0 * dist, 0.0, 1.0)[..., None]
+        shades[k] = (dist <= 2.0 / 3.0).reshape(MASK_SIZE, 2, MASK_SIZE, 2).mean(axis=(1, 3)) >= 0.5
         inside = _shape_mask(int(shape[k]), cy[k], cx[k], float(radius[k]), yy, xx)
         canvas[inside] = fg[k]
         for _ in range(int(dots[k])):
@@ -125,8 +162,16 @@ def make_shapes(split: str = "train", count: int | None = None, seed: int = 0) -
         "mask": masks.astype(np.int64),
         "quadrant": ((cy >= size / 2) * 2 + (cx >= size / 2)).astype(np.int64),
         "dots": dots.astype(np.int64),
+        "bg_hue": (np.floor(bg_hue[:, 0] * 4) % 4).astype(np.int64),
+        "noise": (noise_level > 0.075).astype(np.int64),
+        "brightness": value.astype(np.float32)[:, None],
+        "saturation": saturation.astype(np.float32)[:, None],
+        "hue_shift": hue_shift.astype(np.float32)[:, None],
+        "bg_light": bg_value.mean(axis=1).astype(np.float32)[:, None],
+        "period": period.astype(np.float32)[:, None],
+        "shade": shades.astype(np.int64),
     }
-    return Dataset("shapes", images, labels, SHAPES_TASKS, held_out=["quadrant", "dots"])
+    return Dataset("shapes", images, labels, SHAPES_TASKS, held_out=SHAPES_HELD_OUT)
 
 
 DIGITS_TASKS = [

@@ -18,7 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Block", "Compressor", "ModelConfig", "MultiTaskModel", "TaskDecoder", "TaskHead"]
+__all__ = [
+    "PREVIEW",
+    "Block",
+    "Compressor",
+    "ModelConfig",
+    "MultiTaskModel",
+    "PreviewDecoder",
+    "TaskDecoder",
+    "TaskHead",
+    "thumbnail",
+]
+
+PREVIEW = "preview"  # the preview decoder's output name, and its task name in a bundle
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,8 @@ class ModelConfig:
     bits: Literal[2, 4, 8] = 8  # quantization depth of the bottleneck
     decoder_dim: int = 64  # width of every cloud decoder
     decoder_depth: int = 1  # transformer blocks per decoder: more than a linear head
+    preview: int = 0  # side of the input thumbnail a preview decoder rebuilds from the symbols (0: none);
+    # trained by the distortion term, it keeps what no task asks for, and users can look at it
 
     @property
     def grid(self) -> int:
@@ -208,6 +222,41 @@ class TaskDecoder(nn.Module):
         return self.out(torch.cat([x.mean(dim=1), x.amax(dim=1)], dim=-1))  # (B, out)
 
 
+class PreviewDecoder(nn.Module):
+    """Cloud side of the distortion term: symbols (B,N,C) -> the input as a thumbnail (B,3,S,S).
+
+    A task-agnostic target (rate-distortion training, as in learned image compression): what
+    it makes the encoder keep is what tasks nobody planned for need. A thumbnail rather than
+    the full image puts the distortion on colors, light and layout, not on sensor noise, at a
+    rate the wire can afford. Each token paints its own (S/grid)^2 patch after one attention
+    block has let it see its neighbours.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.preview % cfg.grid or cfg.preview < cfg.grid:
+            raise ValueError(f"preview side {cfg.preview} must be a multiple of the {cfg.grid}-token grid")
+        d = cfg.decoder_dim
+        self.grid, self.patch = cfg.grid, cfg.preview // cfg.grid
+        self.inp = nn.Linear(cfg.bottleneck, d)
+        self.pos = nn.Parameter(torch.zeros(1, cfg.tokens, d))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.block = Block(d, 4)
+        self.ln = nn.LayerNorm(d)
+        self.out = nn.Linear(d, 3 * self.patch * self.patch)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        b, g, p = z.shape[0], self.grid, self.patch
+        x = self.out(self.ln(self.block(self.inp(z) + self.pos)))  # (B, N, p*p*3)
+        # (B, gy, gx, py, px, 3) -> (B, 3, gy*py, gx*px)
+        return x.reshape(b, g, g, p, p, 3).permute(0, 5, 1, 3, 2, 4).reshape(b, 3, g * p, g * p)
+
+
+def thumbnail(x: torch.Tensor, side: int) -> torch.Tensor:
+    """(B,3,H,W) -> (B,3,side,side) block means: the preview decoder's target."""
+    return F.adaptive_avg_pool2d(x, side)
+
+
 class MultiTaskModel(nn.Module):
     def __init__(self, cfg: ModelConfig, heads: list[TaskHead]) -> None:
         super().__init__()
@@ -215,14 +264,19 @@ class MultiTaskModel(nn.Module):
         self.encoder: nn.Module = ViTEncoder(cfg) if cfg.encoder == "vit" else ConvEncoder(cfg)
         self.compressor = Compressor(cfg)
         self.decoders = nn.ModuleDict({h.name: TaskDecoder(cfg, h) for h in heads})
+        self.preview: PreviewDecoder | None = PreviewDecoder(cfg) if cfg.preview else None
 
     def device_forward(self, x: torch.Tensor) -> torch.Tensor:
         """What the device ONNX computes: z in [0, 1], not yet quantized."""
         return self.compressor(self.encoder(x))
 
     def forward(self, x: torch.Tensor, quantize: bool = True) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Returns per-task outputs and the bits per sample under the prior."""
+        """Returns per-task outputs (and ``"preview"`` when the model has one) and the bits
+        per sample under the prior."""
         z = self.device_forward(x)
         rate = self.compressor.rate_bits(z)
         zq = self.compressor.quantize(z) if quantize else z
-        return {name: dec(zq) for name, dec in self.decoders.items()}, rate
+        outputs = {name: dec(zq) for name, dec in self.decoders.items()}
+        if self.preview is not None:
+            outputs[PREVIEW] = self.preview(zq)
+        return outputs, rate

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from models.dataset import Dataset, TaskInfo
 from models.metrics import METRICS, score
-from models.model import ModelConfig, MultiTaskModel, TaskHead
+from models.model import PREVIEW, ModelConfig, MultiTaskModel, TaskHead, thumbnail
 from models.progress import Progress
 from models.progress import progress as progress_bar
 from shared.errors import ConfigError
@@ -21,6 +21,7 @@ from shared.errors import ConfigError
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "distortion",
     "evaluate",
     "heads_for",
     "metric_for",
@@ -44,6 +45,13 @@ class TrainConfig:
     rate_lambda: float = 5e-4  # loss weight per bit of the quantized representation
     seed: int = 0
     tasks: tuple[str, ...] | None = None  # None: every task not held out
+    distortion: float = 0.0  # weight of the preview's mean squared error (needs ModelConfig.preview):
+    # the task-agnostic part of the objective, so the representation keeps what no task names
+
+    @property
+    def objective(self) -> str:
+        """What the device half was trained for, as the bundle records it."""
+        return "tasks+rate+distortion" if self.distortion else "tasks+rate"
 
 
 @dataclass
@@ -110,6 +118,19 @@ def task_loss(head: TaskHead, out: torch.Tensor, target: torch.Tensor) -> torch.
 
 
 @torch.no_grad()
+def distortion(result: TrainResult, data: Dataset) -> float:
+    """Mean squared error of the preview against the input thumbnail (normalized units)."""
+    model, side = result.model, result.model.cfg.preview
+    model.eval()
+    errors = []
+    for start in range(0, len(data), 256):
+        x = to_tensor(data.images[start : start + 256])
+        outputs, _ = model(x)
+        errors.append(F.mse_loss(outputs[PREVIEW], thumbnail(x, side), reduction="sum").item())
+    return float(sum(errors) / (len(data) * 3 * side * side))
+
+
+@torch.no_grad()
 def evaluate(result: TrainResult, data: Dataset, quantize: bool = True) -> dict[str, float]:
     """Metric per trained task, torch float32 (quantized bottleneck unless told otherwise)."""
     result.model.eval()
@@ -118,6 +139,8 @@ def evaluate(result: TrainResult, data: Dataset, quantize: bool = True) -> dict[
         x = to_tensor(data.images[start : start + 256])
         pred, _ = result.model(x, quantize=quantize)
         for name, value in pred.items():
+            if name not in outs:  # the preview: scored by distortion(), not as a task
+                continue
             mean, std = result.targets.get(name, (0.0, 1.0))
             outs[name].append(value.numpy() * std + mean)
     return {h.name: score(h.kind, np.concatenate(outs[h.name]), data.labels[h.name]) for h in result.heads}
@@ -134,6 +157,8 @@ def train(cfg: ModelConfig, tcfg: TrainConfig, data: Dataset, progress: bool = T
     rng = np.random.default_rng(tcfg.seed)
     chosen = _chosen_tasks(data, tcfg.tasks)
     heads = heads_for(chosen)
+    if tcfg.distortion and not cfg.preview:
+        raise ConfigError("a distortion weight needs a preview decoder: set ModelConfig.preview (e.g. 16)")
     model = MultiTaskModel(cfg, heads)
     targets = {
         h.name: (float(data.labels[h.name].mean()), float(data.labels[h.name].std() + 1e-6))
@@ -163,11 +188,14 @@ def train(cfg: ModelConfig, tcfg: TrainConfig, data: Dataset, progress: bool = T
         order = torch.from_numpy(rng.permutation(len(data)))
         for step in range(steps_per_epoch):
             idx = order[step * batch : (step + 1) * batch]
-            outputs, rate = model(images[idx])
+            x = images[idx]
+            outputs, rate = model(x)
             losses = {
                 h.name: weights[h.name] * task_loss(h, outputs[h.name], labels[h.name][idx]) for h in heads
             }
             loss = sum(losses.values()) + tcfg.rate_lambda * rate.mean()
+            if tcfg.distortion:
+                loss = loss + tcfg.distortion * F.mse_loss(outputs[PREVIEW], thumbnail(x, cfg.preview))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -53,7 +53,9 @@ __all__ = [
     "check_fallback_tasks",
     "fit",
     "frozen_split",
+    "onnx_score",
     "represent",
+    "train_decoder",
     "tune_bundle",
 ]
 
@@ -232,7 +234,7 @@ def fit(module: nn.Module, head: TaskHead, z: npt.NDArray[np.float32], labels: n
     return mean, std
 
 
-def _onnx_score(onnx: bytes, head: TaskHead, split: FrozenSplit) -> float:
+def onnx_score(onnx: bytes, head: TaskHead, split: FrozenSplit) -> float:
     """The metric of an exported graph on a frozen split, run as the server runs it."""
     import onnxruntime as ort
 
@@ -243,7 +245,7 @@ def _onnx_score(onnx: bytes, head: TaskHead, split: FrozenSplit) -> float:
     return score(head.kind, outputs, split.dataset.labels[head.name])
 
 
-def _train_decoder(cfg: ModelConfig, head: TaskHead, train: FrozenSplit, val: FrozenSplit,
+def train_decoder(cfg: ModelConfig, head: TaskHead, train: FrozenSplit, val: FrozenSplit,
                    config: TuneConfig) -> tuple[bytes, float]:
     if config.decoder_depth is not None:
         cfg = replace(cfg, decoder_depth=config.decoder_depth)
@@ -251,7 +253,7 @@ def _train_decoder(cfg: ModelConfig, head: TaskHead, train: FrozenSplit, val: Fr
     decoder = TaskDecoder(cfg, head)
     mean, std = fit(decoder, head, train.z, train.dataset.labels[head.name], config, desc=f"tune {head.name}")
     onnx = _onnx_bytes(DecoderGraph(decoder, mean, std), torch.from_numpy(train.z[:2]), "z")
-    return onnx, _onnx_score(onnx, head, val)
+    return onnx, onnx_score(onnx, head, val)
 
 
 def _train_head(cfg: ModelConfig, head: TaskHead, train: FrozenSplit, val: FrozenSplit,
@@ -261,7 +263,7 @@ def _train_head(cfg: ModelConfig, head: TaskHead, train: FrozenSplit, val: Froze
     mean, std = fit(net, head, train.z, train.dataset.labels[head.name], config, config.fallback_epochs,
                     desc=f"device head {head.name}")
     onnx = _onnx_bytes(DecoderGraph(net, mean, std), torch.from_numpy(train.z[:2]), "z")
-    return onnx, _onnx_score(onnx, head, val)
+    return onnx, onnx_score(onnx, head, val)
 
 
 # --- writing bundles ----------------------------------------------------------------
@@ -354,7 +356,7 @@ def tune_bundle(
     log.info("frozen representation of %d + %d samples in %.1f s", len(train.z), len(val.z),
              represented - started)
 
-    onnx, val_metric = _train_decoder(cfg, head, train, val, config)
+    onnx, val_metric = train_decoder(cfg, head, train, val, config)
     spec = task_spec(head, info, cfg)
     log.info("tuned %s: val %s %.4f", task, spec.metric, val_metric)
     fill = {spec.file: onnx}
