@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from device_client import DeviceClient
+from devtune.bench.traffic import Traffic
 from devtune.server_process import ServerProcess
 from models.data import make_shapes
 from shared.errors import RemoteError
-from tests.traffic import Traffic
 
 USER, ADMIN = "user-key-123", "admin-key-456"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from device_client import DeviceClient
+from devtune.bench.traffic import Traffic
 from devtune.cli import main
 from devtune.server_process import ServerProcess, free_port
 from devtune.tuning_cli import push_bundle
@@ -17,7 +18,6 @@ from models.data import make_shapes
 from models.tune import TuneConfig, tune_bundle
 from shared.bundle import read_manifest
 from shared.errors import RemoteError, ServerUnreachable
-from tests.traffic import Traffic
 
 ADMIN, USER = "admin-key-789", "user-key-789"
 
