@@ -72,7 +72,6 @@ def train_bundle(
         "seed": seed,
         "epochs": tcfg.epochs,
         "rate_lambda": tcfg.rate_lambda,
-        "objective": tcfg.objective,
         "distortion": tcfg.distortion,
         "preview": cfg.preview,
     }

@@ -230,6 +230,7 @@ def export_bundle(
         "data": train_data.name,
         "encoder": cfg.encoder,
         "bits": cfg.bits,
+        "objective": "tasks+rate+distortion" if model.preview is not None else "tasks+rate",
         "train_seconds": round(result.seconds, 1),
         "empirical_entropy_bits_per_sample": round(entropy_bits, 1),
     }
