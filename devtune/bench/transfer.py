@@ -100,7 +100,8 @@ def thumbnails(images: np.ndarray, side: int = 16) -> np.ndarray:
     """(B, H, W, 3) uint8 -> (B, side*side*3) float32 block means: what the pixel probe sees."""
     b, h, w, _ = images.shape
     x = images.astype(np.float32) / 255.0
-    return x.reshape(b, side, h // side, side, w // side, 3).mean(axis=(2, 4)).reshape(b, -1)
+    blocks: np.ndarray = x.reshape(b, side, h // side, side, w // side, 3).mean(axis=(2, 4))
+    return blocks.reshape(b, -1)
 
 
 def pixel_probe(info: TaskInfo, train: Dataset, test: Dataset) -> float:
@@ -276,16 +277,17 @@ def _measure(args: argparse.Namespace) -> TransferReport:
         raise ValueError(f"no held-out tasks to measure in {train.name!r}; name them with --tasks")
 
     facts, tuned = _bundle_side(bundle, infos, train, val, test, tune_epochs, args.threads)
-    baseline, baseline_tuned = None, {}
+    baseline: BundleFacts | None = None
+    baseline_tuned: dict[str, float] = {}
     if args.baseline is not None:
         baseline, baseline_tuned = _bundle_side(Path(args.baseline), infos, train, val, test, tune_epochs,
                                                 args.threads)
     joint = _joint(bundle, [t.name for t in infos], train, test, joint_epochs) if joint_epochs != 0 else {}
     results = []
     for info in infos:
-        metric, higher = METRICS[info.kind]
+        metric, higher_is_better = METRICS[info.kind]
         pixels = pixel_probe(info, train, test)
-        results.append(TaskResult(info.name, info.kind, metric, higher, round(tuned[info.name], 4),
+        results.append(TaskResult(info.name, info.kind, metric, higher_is_better, round(tuned[info.name], 4),
                                   round(pixels, 4), _rounded(joint.get(info.name)),
                                   _rounded(chance(info.kind, test.labels[info.name])),
                                   _rounded(baseline_tuned.get(info.name))))
