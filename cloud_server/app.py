@@ -95,8 +95,10 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         check_content_type(request.headers.get("content-type"))
         body = await read_body(request, limits.max_body_bytes)
         metrics.received.labels("/v1/predict").inc(len(body))
-        answer = await plane.predict(unpack_request(body, limits))
-        return Response(pack_response(answer), media_type=CONTENT_TYPE)
+        message = unpack_request(body, limits)
+        answer = await plane.predict(message)
+        packed = await plane.offload(message.rep.shape[0], pack_response, answer)
+        return Response(packed, media_type=CONTENT_TYPE)
 
     app.include_router(admin_router)
     app.include_router(oip_public_router)
