@@ -1,9 +1,15 @@
 """Dynamic batching: concurrent requests share one decoder pass per task.
 
-Requests wait in a bounded queue. The worker takes the first one, waits up to
-``max_delay`` for more (until ``max_batch_size`` samples), then runs each wanted task's
-decoder once over the rows of every request that asked for it, in a worker thread so the
-event loop keeps accepting.
+Requests wait in a bounded queue. The worker takes what is queued (up to
+``max_batch_size`` samples) and runs each wanted task's decoder once over the rows of
+every request that asked for it, in a worker thread so the event loop keeps accepting.
+
+Batching is adaptive: the worker waits for company (up to ``max_delay`` after the first
+request was queued) only while other requests are on their way to this batcher, counted
+from when the data plane routes them here until they are queued (``expecting``: their
+payload is being decoded, or their body parsed, off the loop). A lone request runs at
+once, so at concurrency 1 the latency is the work, not the delay. Under load the
+requests that arrive while a pass runs queue up and share the next one.
 
 No request is left waiting: a full queue refuses at once with ``Overloaded``; a batcher
 that is stopping (its version unloaded or replaced) or whose worker died refuses with
@@ -19,7 +25,9 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,6 +86,7 @@ class Batcher:
         self._queue: deque[_Item] = deque()
         self._running: list[_Item] = []
         self._accepting = True
+        self._arriving = 0  # requests routed here, not yet queued (see ``expecting``)
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decoder")
         self._task: asyncio.Task[None] | None = None
@@ -90,6 +99,18 @@ class Batcher:
     @property
     def failed(self) -> bool:
         return self.failure is not None
+
+    @contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Around the work a request does, off the loop, before it is submitted here: while
+        any such request is on its way, the worker waits for it (adaptive batching)."""
+        self._arriving += 1
+        try:
+            yield
+        finally:
+            self._arriving -= 1
+            if not self._arriving and self._queue:
+                self._wakeup.set()  # a worker waiting for company has nobody left to wait for
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher {self.label}")
@@ -179,9 +200,9 @@ class Batcher:
         return sum(item.size for item in self._queue)
 
     async def _gather(self) -> None:
-        """Wait for more requests to share the first one's pass, up to ``max_delay``."""
+        """Wait for the requests on their way to share the first one's pass, up to ``max_delay``."""
         deadline = self._queue[0].enqueued + self.max_delay
-        while self._queue and self._accepting and self._queued_samples() < self.max_batch_size:
+        while self._arriving and self._accepting and self._queue and self._queued_samples() < self.max_batch_size:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break

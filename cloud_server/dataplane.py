@@ -175,7 +175,8 @@ class DataPlane:
         started = time.perf_counter()
         samples = request.rep.shape[0]
         served = self.for_fingerprint(request.bundle)
-        decoded = await self.offload(samples, served.bundle.decode, request)
+        with served.batcher.expecting():
+            decoded = await self.offload(samples, served.bundle.decode, request)
         current = self.for_fingerprint(request.bundle)
         if current is not served:  # swapped while the payload was decoded off the loop
             # The same fingerprint means the same representation: the decoded input serves

@@ -98,7 +98,8 @@ async def _infer(
     body = await read_body(request, limits.max_body_bytes)
     metrics.received.labels("/v2/infer").inc(len(body))
     served = _served(plane, name, version)  # 404 before parsing; the body is checked against it
-    parsed, as_msgpack = await _parse(request, body, served, limits)
+    with served.batcher.expecting():
+        parsed, as_msgpack = await _parse(request, body, served, limits)
     # Parsing may have left the loop: the version can have been swapped or unloaded
     # meanwhile. Resolve it again, so that the request goes to the batcher serving now.
     current = _served(plane, name, version)

@@ -33,7 +33,8 @@ class CloudSettings(BaseSettings):
     max_batch_size: int = Field(64, ge=1)
     """Most samples the dynamic batcher runs through a decoder at once (1 turns batching off)."""
     max_queue_delay_ms: float = Field(2.0, ge=0)
-    """How long the batcher waits for more requests before it runs a batch."""
+    """Longest the batcher holds a batch for more requests, counted from its first; it waits only
+    while other requests are on their way to it (being decoded), so a lone request runs at once."""
     max_queue: int = Field(512, ge=1)
     """Most requests waiting in the batcher; beyond it the server answers 503 at once."""
     queue_deadline_ms: float = Field(5000.0, gt=0)
