@@ -1,8 +1,9 @@
 """The data plane: which bundles are served, and predict() over them, for any protocol.
 
-Bundles are keyed by (name, version). A request names a device fingerprint, not a
-bundle: it is served by the newest loaded version with that fingerprint, so a version
-that adds a tuned task takes over the traffic of the devices it is compatible with.
+Bundles are keyed by (name, version). A request names a device fingerprint (in full, or
+by a prefix of at least 16 hex digits), not a bundle: it is served by the newest loaded
+version with that fingerprint, so a version that adds a tuned task takes over the
+traffic of the devices it is compatible with.
 Loading a version is atomic: the new one is warmed before it is swapped in, and the old
 one finishes what it accepted.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,11 +28,11 @@ from cloud_server.batcher import Batcher, BatchOutcome
 from cloud_server.metrics import Metrics
 from cloud_server.runtime import CloudBundle, Decoded
 from cloud_server.settings import CloudSettings
-from shared.errors import BundleError, FingerprintMismatch, Overloaded
+from shared.errors import BundleError, FingerprintMismatch, Overloaded, ProtocolError
 from shared.predictions import to_predictions
 from shared.protocol import PredictRequest, PredictResponse, Timing
 
-__all__ = ["INLINE_SAMPLES", "DataPlane", "Served"]
+__all__ = ["INLINE_SAMPLES", "MIN_FINGERPRINT_PREFIX", "DataPlane", "Served"]
 
 log = logging.getLogger("cloud_server")
 
@@ -38,6 +40,9 @@ T = TypeVar("T")
 
 INLINE_SAMPLES = 8
 """Requests of up to this many samples are decoded and answered on the event loop (``offload``)."""
+MIN_FINGERPRINT_PREFIX = 16
+"""Fewest hex digits of a device fingerprint that name it (8 bytes, as protocol v2 sends)."""
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 @dataclass
@@ -127,13 +132,28 @@ class DataPlane:
         return self.models[(name, version if version is not None else versions[-1])]
 
     def for_fingerprint(self, fingerprint: str) -> Served:
-        matches = [s for s in self.models.values() if s.bundle.fingerprint == fingerprint]
+        """The newest loaded version for a device fingerprint: the full 64 hex digits, or a prefix
+        of at least ``MIN_FINGERPRINT_PREFIX`` (protocol v2 sends the first 8 bytes)."""
+        if len(fingerprint) < MIN_FINGERPRINT_PREFIX or not _HEX.fullmatch(fingerprint):
+            raise ProtocolError(
+                f"bundle {fingerprint!r} is not a device fingerprint: send its 64 lowercase hex digits "
+                f"or at least the first {MIN_FINGERPRINT_PREFIX} of them"
+            )
+        matches = [s for s in self.models.values() if s.bundle.fingerprint.startswith(fingerprint)]
+        known = sorted({s.bundle.fingerprint for s in self.models.values()})
         if not matches:
-            known = sorted({s.bundle.fingerprint for s in self.models.values()})
             raise FingerprintMismatch(
                 f"payload was made by device half {fingerprint[:16]}..., which no loaded bundle "
                 f"accepts (expected one of {known}); update the device bundle or load its cloud half",
                 expected=known[0] if len(known) == 1 else ",".join(known),
+                got=fingerprint,
+            )
+        named = sorted({s.bundle.fingerprint for s in matches})
+        if len(named) > 1:
+            raise FingerprintMismatch(
+                f"device fingerprint prefix {fingerprint} names more than one loaded device half ({named}); "
+                "send the full fingerprint, or unload one of them",
+                expected=",".join(named),
                 got=fingerprint,
             )
         return max(matches, key=lambda s: s.bundle.manifest.version)
@@ -175,6 +195,8 @@ class DataPlane:
         started = time.perf_counter()
         samples = request.rep.shape[0]
         served = self.for_fingerprint(request.bundle)
+        if request.bundle != served.bundle.fingerprint:  # a prefix: the bundle checks the full one
+            request = request.model_copy(update={"bundle": served.bundle.fingerprint})
         with served.batcher.expecting():
             decoded = await self.offload(samples, served.bundle.decode, request)
         current = self.for_fingerprint(request.bundle)
