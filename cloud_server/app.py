@@ -8,6 +8,7 @@ the Open Inference Protocol v2 under ``/v2`` (``oip.py``) and the admin API unde
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,18 +27,13 @@ from cloud_server.errors import install_error_handlers
 from cloud_server.metrics import Metrics
 from cloud_server.observe import Observe
 from cloud_server.oip import oip_public_router, oip_router
+from cloud_server.repository import Repository, find_bundles
 from cloud_server.settings import CloudSettings
-from shared.bundle import MANIFEST_FILE
 from shared.protocol import CONTENT_TYPE, Limits, check_content_type, pack_response, unpack_request
 
 __all__ = ["create_app", "find_bundles"]
 
 log = logging.getLogger("cloud_server")
-
-
-def find_bundles(repository: Path) -> list[Path]:
-    """Every directory below ``repository`` that holds a manifest."""
-    return sorted(path.parent for path in repository.rglob(MANIFEST_FILE))
 
 
 def create_app(settings: CloudSettings | None = None) -> FastAPI:
@@ -66,6 +62,7 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     app.state.keys = keys
     app.state.metrics = metrics
     app.state.limits = limits
+    app.state.repository = Repository(settings.repository or Path(tempfile.gettempdir()) / "devtune-uploads")
     install_error_handlers(app)
 
     @app.get("/healthz")

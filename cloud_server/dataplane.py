@@ -84,20 +84,28 @@ class DataPlane:
 
     async def load(self, path: str | Path) -> Served:
         """Load, warm and swap in the bundle at ``path``; the old same-version copy drains."""
+        return await self.serve(await self.open(path), source=path)
+
+    async def open(self, path: str | Path) -> CloudBundle:
+        """Load the bundle at ``path`` (every decoder checked against its sha256) and warm it,
+        off the loop; nothing is served from it until ``serve``."""
+        return await asyncio.to_thread(self._open, Path(path))
+
+    async def serve(self, bundle: CloudBundle, source: str | Path | None = None) -> Served:
+        """Swap an opened bundle in; the copy of the same name and version it replaces drains."""
+        batcher = Batcher(
+            bundle,
+            self.settings.max_batch_size,
+            self.settings.max_queue_delay_ms,
+            self.settings.max_queue,
+            self.settings.queue_deadline_ms,
+        )
         async with self._lock:
-            bundle = await asyncio.to_thread(self._open, Path(path))
-            batcher = Batcher(
-                bundle,
-                self.settings.max_batch_size,
-                self.settings.max_queue_delay_ms,
-                self.settings.max_queue,
-                self.settings.queue_deadline_ms,
-            )
             batcher.start()
             served = Served(bundle, batcher)
             old = self.models.get(served.key)
             self.models[served.key] = served
-            log.info("serving %s v%d from %s", *served.key, path)
+            log.info("serving %s v%d from %s", *served.key, source or bundle.bundle_dir)
         if old is not None:
             await old.batcher.stop()
         return served

@@ -15,10 +15,13 @@ from fastapi import Depends, Request
 from cloud_server.auth import Access, KeyRing
 from cloud_server.dataplane import DataPlane
 from cloud_server.metrics import Metrics
+from cloud_server.repository import Repository
 from shared.errors import PayloadTooLarge
 from shared.protocol import Limits
 
-__all__ = ["AppMetrics", "Plane", "RequestLimits", "admin_access", "inference_access", "read_body", "require"]
+__all__ = [
+    "AppMetrics", "Plane", "Repo", "RequestLimits", "admin_access", "inference_access", "read_body", "require",
+]
 
 
 # Every dependency here is async: FastAPI runs a plain ``def`` dependency in a worker
@@ -35,6 +38,11 @@ async def get_limits(request: Request) -> Limits:
     return limits
 
 
+async def get_repository(request: Request) -> Repository:
+    repository: Repository = request.app.state.repository
+    return repository
+
+
 async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -46,6 +54,8 @@ RequestLimits = Annotated[Limits, Depends(get_limits)]
 """Bounds on a request (body bytes, samples, tasks) from the settings."""
 AppMetrics = Annotated[Metrics, Depends(get_metrics)]
 """The app's Prometheus metrics."""
+Repo = Annotated[Repository, Depends(get_repository)]
+"""Where uploaded bundles are installed."""
 
 
 def require(access: Access) -> Callable[[Request], Awaitable[None]]:

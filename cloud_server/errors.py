@@ -20,6 +20,7 @@ from shared.errors import (
     BundleError,
     DeviceTuningError,
     FingerprintMismatch,
+    IntegrityError,
     Overloaded,
     PayloadTooLarge,
     ProtocolError,
@@ -39,6 +40,7 @@ _STATUS: list[tuple[type[DeviceTuningError], int]] = [
     (FingerprintMismatch, 409),
     (UnknownTask, 404),
     (Overloaded, 503),
+    (IntegrityError, 422),  # a bundle whose files are not what its manifest says (an upload, a path)
     (BundleError, 404),
 ]
 
