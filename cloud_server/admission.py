@@ -74,5 +74,6 @@ class AdmissionGate:
             retry_after=self.retry_after,
         )
         # No route is matched yet: answer as the OIP routes would (message in "error") for theirs.
-        answer = error_response(overloaded, Request(scope), message_in_error=inference_protocol(scope) == "oip")
+        oip = inference_protocol(scope) == "oip"
+        answer = error_response(overloaded, Request(scope), message_in_error=oip)
         await answer(scope, receive, send)

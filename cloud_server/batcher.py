@@ -202,7 +202,9 @@ class Batcher:
     async def _gather(self) -> None:
         """Wait for the requests on their way to share the first one's pass, up to ``max_delay``."""
         deadline = self._queue[0].enqueued + self.max_delay
-        while self._arriving and self._accepting and self._queue and self._queued_samples() < self.max_batch_size:
+        while self._arriving and self._accepting and self._queue:
+            if self._queued_samples() >= self.max_batch_size:
+                break
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break

@@ -80,7 +80,8 @@ class DataPlane:
     @property
     def ready(self) -> bool:
         """A bundle is served, none of the served ones has a dead batcher, and not shutting down."""
-        return bool(self.models) and not self.draining and not any(s.batcher.failed for s in self.models.values())
+        failed = any(served.batcher.failed for served in self.models.values())
+        return bool(self.models) and not self.draining and not failed
 
     async def load(self, path: str | Path) -> Served:
         """Load, warm and swap in the bundle at ``path``; the old same-version copy drains."""
@@ -188,8 +189,8 @@ class DataPlane:
     async def offload(self, samples: int, work: Callable[..., T], *args: Any) -> T:
         """``work(*args)`` for a request of ``samples`` samples, off the event loop when it is big.
 
-        Entropy decoding is pure Python (about 0.3 ms a sample), and so are building and
-        packing the answer: at 256 samples that is 100 ms or more during which the loop would
+        Entropy decoding is Python (the rANS coder took about 0.3 ms a sample), and so are
+        building and packing the answer: at 256 samples that is 100 ms or more during which the loop would
         answer nothing, not even /healthz. Up to ``INLINE_SAMPLES`` it stays on the loop: a
         thread hop (0.1-0.2 ms of loop time, and a wake-up) would cost a single-sample
         request, the common case, more than the work itself.

@@ -155,7 +155,9 @@ async def model_version_ready(plane: Plane, name: str, version: str) -> dict[str
 
 
 @oip_router.post("/v2/models/{name}/infer", response_class=Response)
-async def infer(request: Request, plane: Plane, limits: RequestLimits, metrics: AppMetrics, name: str) -> Response:
+async def infer(
+    request: Request, plane: Plane, limits: RequestLimits, metrics: AppMetrics, name: str
+) -> Response:
     return await _infer(request, plane, limits, metrics, name, None)
 
 

@@ -61,7 +61,8 @@ def test_oip_routes_carry_the_message_from_auth_to_the_handler_and_v1_routes_do_
             ("GET", "/v1/predict", key),
         ],
     )
-    assert keyless.status_code == 401 and keyless.json()["error"].startswith("http_exception: missing API key")
+    assert keyless.status_code == 401
+    assert keyless.json()["error"].startswith("http_exception: missing API key")
     assert missing.status_code == 404
     assert missing.json()["error"] == f"bundle_error: {missing.json()['detail']}"
     assert "not loaded" in missing.json()["detail"]
