@@ -9,7 +9,6 @@ version they started on.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -71,4 +70,4 @@ def _load_request(body: bytes) -> LoadRequest:
         raise ProtocolError(f'load request is not JSON {{"path": DIR}} ({problems}); send the bundle\'s path') from exc
     if not request.path:
         raise ProtocolError('load request has an empty path; send {"path": DIR} with a bundle directory')
-    return LoadRequest(path=str(Path(request.path)))
+    return request

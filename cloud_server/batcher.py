@@ -73,7 +73,7 @@ class Batcher:
         max_batch_size: int = 64,
         max_delay_ms: float = 2.0,
         max_queue: int = 512,
-        queue_deadline_ms: float = 10_000.0,
+        queue_deadline_ms: float = 5000.0,
     ) -> None:
         self.bundle = bundle
         self.max_batch_size = max_batch_size

@@ -74,7 +74,11 @@ class Repository:
             try:
                 bundle = await plane.open(staged.bundle)
                 target, old = await asyncio.to_thread(self._install, staged)
-                served = await plane.serve(bundle, source=target)
+                try:
+                    served = await plane.serve(bundle, source=target)
+                except BaseException:
+                    await asyncio.to_thread(self._uninstall, staged, target, old)
+                    raise
                 if old is not None:
                     await asyncio.to_thread(shutil.rmtree, old, True)
                 return served
@@ -115,6 +119,12 @@ class Repository:
                 os.rename(old, target)  # put the old version back as it was
             raise
         return target, old
+
+    def _uninstall(self, staged: _Staged, target: Path, old: Path | None) -> None:
+        """Undo ``_install``: the new bundle back to staging, the old one back in place."""
+        os.rename(target, staged.bundle)
+        if old is not None:
+            os.rename(old, target)
 
 
 def _unpack(archive: bytes, into: Path) -> None:
