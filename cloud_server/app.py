@@ -72,7 +72,7 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz(plane: Plane) -> JSONResponse:
-        """Ready: at least one bundle is loaded and its decoders warmed, and not shutting down."""
+        """Ready: a bundle is loaded and its decoders warmed, no batcher worker died, not shutting down."""
         if not plane.ready:
             return JSONResponse({"status": "not ready", "models": plane.list_keys()}, status_code=503)
         return JSONResponse({"status": "ready", "models": plane.list_keys()})
