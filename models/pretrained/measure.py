@@ -34,6 +34,8 @@ from models.pretrained.split import SplitConfig, SplitModel
 from models.textdata import make_sentences
 from models.train import heads_for
 
+__all__ = ["main"]
+
 
 def _latency(fn, runs: int = 30) -> float:  # type: ignore[no-untyped-def]
     fn()
