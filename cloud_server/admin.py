@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from cloud_server.deps import Plane, Repo, admin_access, read_body
+from cloud_server.deps import Follower, Plane, Repo, admin_access, read_body
 from shared.errors import ProtocolError
 
 __all__ = ["admin_router"]
@@ -39,11 +39,13 @@ async def list_models(plane: Plane) -> list[dict[str, Any]]:
 
 
 @admin_router.post("/models/load")
-async def load_model(request: Request, plane: Plane, repository: Repo) -> dict[str, Any]:
+async def load_model(request: Request, plane: Plane, repository: Repo, follower: Follower) -> dict[str, Any]:
     """JSON ``{"path": DIR}``, or a gzip'd tar of a bundle (Content-Type: application/gzip)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     if content_type in ARCHIVE_TYPES:
         served = await repository.upload(await read_body(request, MAX_UPLOAD_BYTES), plane)
+        if follower is not None:
+            await follower.sync()  # the keep policy, at once; other replicas see it at their next scan
     elif content_type == "application/json":
         served = await plane.load(_load_request(await read_body(request, MAX_JSON_BYTES)).path)
     else:

@@ -7,6 +7,7 @@ the Open Inference Protocol v2 under ``/v2`` (``oip.py``) and the admin API unde
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from cloud_server.auth import keyring_from
 from cloud_server.dataplane import DataPlane
 from cloud_server.deps import Plane, inference_access, read_body
 from cloud_server.errors import install_error_handlers
+from cloud_server.follower import RepositoryFollower
 from cloud_server.metrics import Metrics
 from cloud_server.observe import Observe
 from cloud_server.oip import oip_public_router, oip_router
@@ -45,14 +47,24 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     plane = DataPlane(settings, metrics)
     keys = keyring_from(settings)
 
+    repository = Repository(settings.repository or Path(tempfile.gettempdir()) / "devtune-uploads")
+    follower = None
+    if settings.repository is not None:
+        follower = RepositoryFollower(repository, plane, keep_versions=settings.keep_versions)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        paths = [settings.bundle] if settings.bundle is not None else []
-        if settings.repository is not None:
-            paths += find_bundles(settings.repository)
-        for path in paths:
-            await plane.load(path)
+        if settings.bundle is not None:
+            await plane.load(settings.bundle)
+        polling = None
+        if follower is not None:
+            await follower.sync()  # a broken bundle is skipped and logged, not fatal
+            if settings.poll_seconds > 0:
+                polling = asyncio.create_task(follower.run(settings.poll_seconds), name="repository-poll")
         yield
+        if polling is not None:
+            polling.cancel()
+            await asyncio.gather(polling, return_exceptions=True)
         plane.draining = True
         await plane.close()
 
@@ -62,7 +74,8 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     app.state.keys = keys
     app.state.metrics = metrics
     app.state.limits = limits
-    app.state.repository = Repository(settings.repository or Path(tempfile.gettempdir()) / "devtune-uploads")
+    app.state.repository = repository
+    app.state.follower = follower
     install_error_handlers(app)
 
     @app.get("/healthz")

@@ -14,13 +14,14 @@ from fastapi import Depends, Request
 
 from cloud_server.auth import Access, KeyRing
 from cloud_server.dataplane import DataPlane
+from cloud_server.follower import RepositoryFollower
 from cloud_server.metrics import Metrics
 from cloud_server.repository import Repository
 from shared.errors import PayloadTooLarge
 from shared.protocol import Limits
 
 __all__ = [
-    "AppMetrics", "Plane", "Repo", "RequestLimits", "admin_access", "inference_access", "read_body", "require",
+    "AppMetrics", "Follower", "Plane", "Repo", "RequestLimits", "admin_access", "inference_access", "read_body", "require",
 ]
 
 
@@ -43,6 +44,11 @@ async def get_repository(request: Request) -> Repository:
     return repository
 
 
+async def get_follower(request: Request) -> RepositoryFollower | None:
+    follower: RepositoryFollower | None = request.app.state.follower
+    return follower
+
+
 async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -56,6 +62,8 @@ AppMetrics = Annotated[Metrics, Depends(get_metrics)]
 """The app's Prometheus metrics."""
 Repo = Annotated[Repository, Depends(get_repository)]
 """Where uploaded bundles are installed."""
+Follower = Annotated[RepositoryFollower | None, Depends(get_follower)]
+"""What keeps the served versions in step with the repository (None without one)."""
 
 
 def require(access: Access) -> Callable[[Request], Awaitable[None]]:

@@ -65,11 +65,12 @@ class Repository:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._lock = asyncio.Lock()  # one upload at a time: installs rename within one tree
+        self.lock = asyncio.Lock()
+        """Held by an upload and by a scan (``follower.py``): installs rename within one tree."""
 
     async def upload(self, archive: bytes, plane: DataPlane) -> Served:
         """Unpack, check, load and warm an uploaded bundle, then install it and swap it in."""
-        async with self._lock:
+        async with self.lock:
             staged = await asyncio.to_thread(self._stage, archive)
             try:
                 bundle = await plane.open(staged.bundle)

@@ -50,7 +50,15 @@ class CloudSettings(BaseSettings):
     keys_file: Path | None = None
     """JSON file {"inference": [...], "admin": [...]}, e.g. a mounted Kubernetes Secret."""
     repository: Path | None = None
-    """A model repository: a directory of bundles (any depth), all loaded at start."""
+    """A model repository: a directory of bundles (any depth), all loaded at start; uploads land
+    in it. Replicas that share it (a shared volume) serve the same versions (``poll_seconds``)."""
+    poll_seconds: float = Field(5.0, ge=0)
+    """How often the repository is scanned for new, changed and removed bundles (0: only at start
+    and after an upload). A bundle written into it serves on every replica within this plus the
+    time to load and warm it."""
+    keep_versions: int = Field(0, ge=0)
+    """Serve only the newest N versions of each name from the repository, and any version that is
+    still the newest for some device fingerprint (0: every version). Files are never deleted."""
     log_json: bool = False
     """Write logs as JSON lines with the request id."""
     log_level: str = "info"
