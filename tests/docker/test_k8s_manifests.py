@@ -22,6 +22,8 @@ from cloud_server.settings import CloudSettings
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 ENV_PREFIX = "DEVTUNE_CLOUD_"
+KUBERNETES_VERSION = "1.30.0"
+"""The oldest Kubernetes the manifests target (autoscaling/v2, policy/v1 PDB)."""
 
 
 def load_objects() -> list[dict[str, Any]]:
@@ -151,15 +153,43 @@ def test_api_keys_file_is_the_mounted_secret(tmp_path: Path, monkeypatch: pytest
     assert keys.enabled and keys.inference
 
 
-def test_bundles_are_on_the_shared_volume() -> None:
+def test_the_repository_is_one_shared_read_write_volume_that_every_pod_polls() -> None:
     env = env_values()
-    served = [Path(env[name]) for name in (f"{ENV_PREFIX}REPOSITORY", f"{ENV_PREFIX}BUNDLE") if name in env]
-    assert served, "the pod names neither a repository nor a bundle to serve"
-    for path in served:
-        mount = mount_of(path)
-        assert mount.get("readOnly") is True, "replicas share the bundles; mount them read-only"
-        claim = mount["volume"]["persistentVolumeClaim"]["claimName"]
-        assert claim == only("PersistentVolumeClaim")["metadata"]["name"]
+    assert f"{ENV_PREFIX}REPOSITORY" in env, "the pod names no repository to follow"
+    mount = mount_of(Path(env[f"{ENV_PREFIX}REPOSITORY"]))
+    # Uploads are staged and renamed inside the repository: a read-only mount refuses them.
+    assert not mount.get("readOnly") and not mount["volume"]["persistentVolumeClaim"].get("readOnly")
+    claim = only("PersistentVolumeClaim")
+    assert mount["volume"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "every replica mounts the repository at once"
+    settings = CloudSettings(poll_seconds=env[f"{ENV_PREFIX}POLL_SECONDS"])  # type: ignore[arg-type]
+    assert settings.poll_seconds > 0, "without polling a pod only sees new versions when it restarts"
+
+
+@pytest.mark.parametrize("path", sorted(K8S.glob("*.yaml")), ids=lambda p: p.name)
+def test_manifests_are_valid_against_the_kubernetes_schemas(path: Path) -> None:
+    """kubernetes-validate: the OpenAPI schemas of Kubernetes, shipped in the package (no download),
+    strict (an unknown or misspelt field fails), every document of the file."""
+    import kubernetes_validate
+
+    documents = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    assert documents
+    for document in documents:
+        if document["apiVersion"].startswith("kustomize.config.k8s.io/"):
+            continue  # read by kubectl, not by the API server: no schema for it
+        try:
+            kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{path.name}: {document['kind']} {exc.path}: {exc.message}")
+
+
+def test_the_validator_catches_a_misspelt_field() -> None:
+    import kubernetes_validate
+
+    deployment = yaml.safe_load((K8S / "deployment.yaml").read_text())
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["prot"] = 8000
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
 
 
 def test_metrics_annotation_names_a_route() -> None:
