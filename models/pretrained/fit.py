@@ -24,7 +24,7 @@ from models.dataset import TaskInfo
 from models.metrics import score
 from models.model import TaskHead
 from models.pretrained.encoder import LoadedEncoder, Tokenizer
-from models.pretrained.split import SplitConfig, SplitModel, masked_mean
+from models.pretrained.split import SplitConfig, SplitModel, masked_mean, run_blocks
 from models.textdata import TextDataset
 from models.train import heads_for, task_loss, warmup_cosine
 from shared.errors import ConfigError
@@ -39,7 +39,7 @@ class DistillConfig:
     steps: int = 150  # optimizer steps over the unlabeled texts
     batch_size: int = 32
     lr: float = 3e-3  # peak AdamW learning rate, warmup + cosine
-    rate_lambda: float = 2e-3  # loss weight per bit of the quantized representation
+    rate_lambda: float = 2e-5  # loss weight per bit; the distortion is relative (1 = as far as predicting the mean)
     freeze: bool = True  # keep the pre-trained weights fixed (the default for a pre-trained model)
     seed: int = 0
 
@@ -70,6 +70,12 @@ def _masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.T
     return (((a - b) ** 2).mean(dim=-1) * mask).sum() / mask.sum()
 
 
+def _relative(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked MSE of a against b over b's variance around its per-channel mean."""
+    mean = (b * mask.unsqueeze(-1)).sum(dim=(0, 1)) / mask.sum()  # (D,)
+    return _masked_mse(a, b, mask) / _masked_mse(b, mean.expand_as(b), mask).clamp_min(1e-9)
+
+
 def distill(model: SplitModel, tokenize: Tokenizer, texts: Sequence[str], cfg: DistillConfig) -> list[dict[str, float]]:
     """Train the bottleneck so the trunk reproduces the unsplit model; returns the loss history."""
     torch.manual_seed(cfg.seed)
@@ -89,6 +95,8 @@ def distill(model: SplitModel, tokenize: Tokenizer, texts: Sequence[str], cfg: D
     schedule = warmup_cosine(optimizer, cfg.steps)
     history = []
     model.train()
+    if cfg.freeze:  # frozen blocks stay in eval mode: dropout in the trunk would be noise the teacher lacks
+        model.device_half.encoder.eval()
     for step in range(cfg.steps):
         idx = torch.from_numpy(rng.choice(len(ids), min(cfg.batch_size, len(ids)), replace=False))
         m = mask[idx]
@@ -100,8 +108,13 @@ def distill(model: SplitModel, tokenize: Tokenizer, texts: Sequence[str], cfg: D
             h = model.device_half.features(ids[idx], m)
         z = model.compressor(h)
         rate = model.rate_bits(z, m)
-        hidden = model.trunk.hidden(model.compressor.quantize(z), m)
-        loss = (_masked_mse(hidden, target, m) + F.mse_loss(masked_mean(hidden, m), masked_mean(target, m))
+        expanded = model.trunk.expand(model.compressor.quantize(z))
+        hidden = run_blocks(model.trunk.blocks, expanded, m)
+        pooled, pooled_target = masked_mean(hidden, m), masked_mean(target, m)
+        # each term over its target's spread, so 1.0 means no better than a constant whatever the
+        # encoder's scale; the first (rebuild the split features) gives the expander a short gradient path
+        loss = (_relative(expanded, h, m) + _relative(hidden, target, m)
+                + F.mse_loss(pooled, pooled_target) / pooled_target.var()
                 + cfg.rate_lambda * rate.mean())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -76,8 +76,13 @@ class Trunk(nn.Module):
         self.expander = nn.Sequential(nn.Linear(bottleneck, dim), nn.GELU(), nn.Linear(dim, dim))
         self.blocks = encoder.blocks[split:]  # type: ignore[index]
 
+    def expand(self, zq: torch.Tensor) -> torch.Tensor:
+        """(B,T,C) in [0,1] -> (B,T,D), the estimate of the features at the split; centred and
+        scaled first, since z varies little around 0.5 early in training."""
+        return self.expander((zq - 0.5) * 4.0)  # type: ignore[no-any-return]
+
     def hidden(self, zq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return run_blocks(self.blocks, self.expander(zq), mask)  # (B, T, D)
+        return run_blocks(self.blocks, self.expand(zq), mask)  # (B, T, D)
 
     def forward(self, zq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return masked_mean(self.hidden(zq, mask), mask)  # (B, D)
