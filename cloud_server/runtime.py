@@ -14,7 +14,7 @@ from shared.bundle import read_bytes_checked, read_manifest
 from shared.codecs import codec_for
 from shared.errors import CodecError, FingerprintMismatch, ProtocolError, UnknownTask
 from shared.manifest import Manifest
-from shared.protocol import PredictRequest
+from shared.protocol import PredictRequest, fingerprint_matches
 from shared.quantization import dequantize
 
 __all__ = ["CloudBundle", "Decoded"]
@@ -61,8 +61,11 @@ class CloudBundle:
             self.run(name, z)
 
     def decode(self, request: PredictRequest) -> Decoded:
-        """Check a request against this bundle and turn its payload into decoder input."""
-        if request.bundle != self.fingerprint:
+        """Check a request against this bundle and turn its payload into decoder input.
+
+        ``request.bundle`` is the full fingerprint (v1) or its first 16 hex digits (v2); the
+        quantization is the bundle's unless the request sends it, and then it must agree."""
+        if not fingerprint_matches(request.bundle, self.fingerprint):
             raise FingerprintMismatch(
                 f"payload was made by device half {request.bundle[:16]}..., this server serves "
                 f"{self.manifest.name} v{self.manifest.version} with fingerprint {self.fingerprint}; "
@@ -77,10 +80,17 @@ class CloudBundle:
                 f"codec {rep.codec!r} is not accepted: this bundle's payloads use {spec.codec!r}"
             )
         quant = spec.quant
-        if (rep.bits, rep.zero_point) != (quant.bits, quant.zero_point) or not np.isclose(rep.scale, quant.scale):
+        sent = (rep.bits, rep.scale, rep.zero_point)
+        if sent != (None, None, None) and (
+            rep.bits != quant.bits
+            or rep.zero_point != quant.zero_point
+            or rep.scale is None
+            or not np.isclose(rep.scale, quant.scale)
+        ):
             raise ProtocolError(
                 f"quantization (bits={rep.bits}, scale={rep.scale}, zero_point={rep.zero_point}) differs "
-                f"from the bundle's (bits={quant.bits}, scale={quant.scale}, zero_point={quant.zero_point})"
+                f"from the bundle's (bits={quant.bits}, scale={quant.scale}, zero_point={quant.zero_point}); "
+                "send the bundle's, or none (protocol v2) to use the bundle's"
             )
         tasks = self.resolve_tasks(request.tasks)
         started = time.perf_counter()

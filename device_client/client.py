@@ -3,7 +3,9 @@
 Connection failures, timeouts and error answers become ``RemoteError`` with a message
 that says what happened. With ``retries`` it retries refused (503), bad-gateway and
 unreachable attempts with backoff; with device fallback heads in the bundle it answers
-those tasks on the device when the cloud cannot be reached.
+those tasks on the device when the cloud cannot be reached. It sends protocol v2, the
+compact request (``shared.protocol``); ``protocol=1`` sends the original map, for servers
+older than v2.
 """
 
 from __future__ import annotations
@@ -12,13 +14,25 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from device_client.encoder import DeviceEncoder, Encoded, ImageLike
 from shared.errors import ProtocolError, RemoteError, ServerUnreachable
 from shared.predictions import to_predictions
-from shared.protocol import CONTENT_TYPE, PredictResponse, Timing, pack_request, unpack_response
+from shared.protocol import (
+    CONTENT_TYPE,
+    PROTOCOL_VERSION,
+    PROTOCOL_VERSIONS,
+    PredictResponse,
+    Timing,
+    pack_request,
+    unpack_response,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["DEFAULT_TIMEOUT", "DeviceClient", "Result"]
 
@@ -51,7 +65,11 @@ class DeviceClient:
         retries: int = 0,
         fallback: bool = True,
         transport: httpx.BaseTransport | None = None,
+        protocol: int = PROTOCOL_VERSION,
     ) -> None:
+        if protocol not in PROTOCOL_VERSIONS:
+            raise ValueError(f"protocol must be one of {sorted(PROTOCOL_VERSIONS)}, got {protocol!r}")
+        self.protocol = protocol
         self.encoder = bundle if isinstance(bundle, DeviceEncoder) else DeviceEncoder(bundle)
         self.server = server.rstrip("/")
         self.retries = retries
@@ -61,7 +79,7 @@ class DeviceClient:
             headers["Authorization"] = f"Bearer {api_key}"
         self.http = httpx.Client(base_url=self.server, timeout=timeout, headers=headers, transport=transport)
 
-    def __enter__(self) -> DeviceClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -77,7 +95,7 @@ class DeviceClient:
         return self.send(encoded, tasks, request_id)
 
     def send(self, encoded: Encoded, tasks: Sequence[str] | None = None, request_id: str | None = None) -> Result:
-        body = pack_request(self.encoder.request(encoded, tasks, request_id))
+        body = pack_request(self.encoder.request(encoded, tasks, request_id, protocol=self.protocol))
         started = time.perf_counter()
         try:
             response = self._post(body)

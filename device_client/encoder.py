@@ -15,7 +15,7 @@ from shared.bundle import read_bytes_checked, read_manifest
 from shared.codecs import codec_for
 from shared.errors import BundleError
 from shared.manifest import Manifest
-from shared.protocol import PROTOCOL_VERSION, PredictRequest, Representation
+from shared.protocol import PredictRequest, Representation
 from shared.quantization import quantize
 
 __all__ = ["DeviceEncoder", "Encoded", "ImageLike"]
@@ -74,18 +74,28 @@ class DeviceEncoder:
         payload = self.codec.encode(symbols)
         return Encoded(symbols, payload, (time.perf_counter() - started) * 1000)
 
-    def request(self, encoded: Encoded, tasks: Sequence[str] | None = None, request_id: str | None = None) -> PredictRequest:
+    def request(
+        self,
+        encoded: Encoded,
+        tasks: Sequence[str] | None = None,
+        request_id: str | None = None,
+        protocol: int = 1,
+    ) -> PredictRequest:
+        """The request for ``encoded``, for ``pack_request``. ``protocol`` 2 is the compact form
+        (bundle id, codec number, no quantization: the bundle's); 1, the default here for callers
+        that take the body apart as a map, is the original. ``DeviceClient`` sends 2."""
         quant = self.manifest.representation.quant
         b, n, c = encoded.symbols.shape
+        v1 = protocol == 1
         return PredictRequest(
-            v=PROTOCOL_VERSION,
-            bundle=self.manifest.device_fingerprint,
+            v=protocol,
+            bundle=self.manifest.device_fingerprint if v1 else self.manifest.device_fingerprint[:16],
             rep=Representation(
                 codec=self.manifest.representation.codec,
                 shape=(b, n, c),
-                bits=quant.bits,
-                scale=quant.scale,
-                zero_point=quant.zero_point,
+                bits=quant.bits if v1 else None,
+                scale=quant.scale if v1 else None,
+                zero_point=quant.zero_point if v1 else None,
                 data=encoded.payload,
             ),
             tasks=list(tasks) if tasks is not None else None,

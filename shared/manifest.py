@@ -21,6 +21,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "CODEC_IDS",
+    "DEFAULT_CODEC",
+    "ENTROPY_CODECS",
     "FORMAT_VERSION",
     "CodecName",
     "EntropySpec",
@@ -37,7 +40,13 @@ __all__ = [
 FORMAT_VERSION = 1
 
 TaskKind = Literal["classification", "regression", "dense"]
-CodecName = Literal["raw-uint8", "packed", "rans"]
+CodecName = Literal["raw-uint8", "packed", "rans", "rans-lanes"]
+DEFAULT_CODEC: CodecName = "rans-lanes"
+"""The codec new bundles use: ``rans-lanes`` (entropy coded, batches decode in lock-step)."""
+ENTROPY_CODECS: frozenset[str] = frozenset({"rans", "rans-lanes"})
+"""Codecs that need ``RepresentationSpec.entropy`` tables."""
+CODEC_IDS: dict[str, int] = {"raw-uint8": 0, "packed": 1, "rans": 2, "rans-lanes": 3}
+"""Stable small integers for the codec names, as protocol v2 sends them. Never reuse one."""
 TaskName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 
 
@@ -92,7 +101,7 @@ class RepresentationSpec(_Frozen):
     quant: QuantSpec
     codec: CodecName
     entropy: EntropySpec | None = None
-    """Required when codec is "rans"."""
+    """Required when the codec is one of ``ENTROPY_CODECS`` ("rans", "rans-lanes")."""
     split_shape: tuple[int, int]
     """(N, D) of the encoder output before the compressor, for size comparisons."""
 

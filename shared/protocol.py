@@ -11,7 +11,27 @@
     predictions ◄── unpack_response ◄──────── PredictResponse ◄──┘
 
 A request carries one representation for a batch of B samples and the tasks wanted
-(all when absent). Every length is bounded before anything is allocated.
+(all when absent). Every length is bounded before anything is allocated. The server
+accepts both request versions; the device client sends v2.
+
+v2 (compact, the default): a msgpack array, by position::
+
+    [2, bundle, codec, shape, data, tasks, id, quant]
+     0  bin 8   int    [B,N,C] bin  [str]  str [bits, scale, zero_point]
+
+    bundle  the first 8 bytes of the device fingerprint (``bundle_id``); the request
+            model holds them as 16 hex digits, and the server matches them against the
+            fingerprints it serves (a mismatch answers 409 with the full fingerprint)
+    codec   the codec's stable number, ``shared.manifest.CODEC_IDS`` (rans-lanes = 3)
+    tasks, id, quant   optional; leave trailing ones out, or send nil for a gap. The
+            quantization is the bundle's unless sent; when sent, the server checks it
+
+A request costs 19 bytes of framing around its payload (v1: 166), tasks and id aside.
+
+v1 (still accepted): a msgpack map ``{"v": 1, "bundle": <64 hex fingerprint>, "rep":
+{"codec", "shape", "dtype", "bits", "scale", "zero_point", "data"}, "tasks", "id"}``.
+
+Responses are unchanged: a map as ``PredictResponse`` dumps it, ``v`` 1.
 """
 
 from __future__ import annotations
@@ -23,11 +43,15 @@ import msgpack
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import PayloadTooLarge, ProtocolError, UnsupportedMediaType
+from shared.manifest import CODEC_IDS
 
 __all__ = [
+    "BUNDLE_ID_BYTES",
     "CONTENT_TYPE",
     "MSGPACK_CONTENT_TYPES",
     "PROTOCOL_VERSION",
+    "PROTOCOL_VERSIONS",
+    "RESPONSE_VERSION",
     "Classification",
     "Dense",
     "Limits",
@@ -37,7 +61,9 @@ __all__ = [
     "Regression",
     "Representation",
     "Timing",
+    "bundle_id",
     "check_content_type",
+    "fingerprint_matches",
     "pack",
     "pack_request",
     "pack_response",
@@ -45,7 +71,13 @@ __all__ = [
     "unpack_response",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""The request version this module packs by default (and the device client sends)."""
+PROTOCOL_VERSIONS = frozenset({1, 2})
+"""Request versions ``unpack_request`` accepts."""
+RESPONSE_VERSION = 1
+"""Responses keep their v1 form, so that every client reads them."""
+BUNDLE_ID_BYTES = 8
 CONTENT_TYPE = "application/vnd.msgpack"
 MSGPACK_CONTENT_TYPES = frozenset({CONTENT_TYPE, "application/x-msgpack", "application/msgpack"})
 
@@ -71,16 +103,18 @@ class Representation(_Message):
     shape: tuple[int, int, int]
     """(B, N, C): batch, tokens, channels."""
     dtype: Literal["uint8"] = "uint8"
-    bits: int
-    scale: float
-    zero_point: int
+    bits: int | None = None
+    scale: float | None = None
+    zero_point: int | None = None
+    """The quantization: v1 always sends it; v2 only when asked (None: the bundle's)."""
     data: bytes
 
 
 class PredictRequest(_Message):
     v: int
     bundle: str = Field(max_length=64)
-    """Device fingerprint of the bundle that produced the representation."""
+    """Device fingerprint of the bundle that produced the representation: all 64 hex digits
+    (v1) or the first 16 (v2); see ``fingerprint_matches``."""
     rep: Representation
     tasks: list[Annotated[str, Field(max_length=32)]] | None = None
     id: Annotated[str, Field(max_length=128)] | None = None
@@ -117,7 +151,7 @@ class Timing(_Message):
 
 
 class PredictResponse(_Message):
-    v: int = PROTOCOL_VERSION
+    v: int = RESPONSE_VERSION
     id: str | None = None
     bundle: str
     """Device fingerprint of the bundle that answered."""
@@ -143,8 +177,48 @@ def pack(message: BaseModel) -> bytes:
     return packed
 
 
+def bundle_id(fingerprint: str) -> bytes:
+    """The 8 bytes that name a bundle in a v2 request: the start of its device fingerprint."""
+    try:
+        raw = bytes.fromhex(fingerprint[: 2 * BUNDLE_ID_BYTES])
+    except ValueError:
+        raw = b""
+    if len(raw) != BUNDLE_ID_BYTES:
+        raise ProtocolError(
+            f"bundle {fingerprint!r} is not a device fingerprint (hex, at least 16 digits); "
+            "pass the manifest's device_fingerprint"
+        )
+    return raw
+
+
+def fingerprint_matches(bundle: str, fingerprint: str) -> bool:
+    """Whether a request's ``bundle`` names ``fingerprint``: all 64 hex digits, or a prefix of
+    at least 16 (v2 sends exactly 16)."""
+    return len(bundle) >= 2 * BUNDLE_ID_BYTES and fingerprint.startswith(bundle)
+
+
 def pack_request(request: PredictRequest) -> bytes:
-    return pack(request)
+    """v1 as the map above; v2 as the array, taking the bundle id from the fingerprint given."""
+    rep = request.rep
+    quant = (rep.bits, rep.scale, rep.zero_point)
+    if request.v == 1:
+        if None in quant:
+            raise ProtocolError("a v1 request carries its quantization: set bits, scale and zero_point, or send v2")
+        return pack(request)
+    if request.v != 2:
+        raise ProtocolError(f"cannot pack protocol version {request.v}; use one of {sorted(PROTOCOL_VERSIONS)}")
+    codec = CODEC_IDS.get(rep.codec)
+    if codec is None:
+        raise ProtocolError(f"codec {rep.codec!r} has no v2 number; known: {sorted(CODEC_IDS)}")
+    fields: list[Any] = [2, bundle_id(request.bundle), codec, list(rep.shape), rep.data, request.tasks, request.id]
+    if quant != (None, None, None):
+        if None in quant:
+            raise ProtocolError("send all of bits, scale and zero_point, or none of them")
+        fields.append(list(quant))
+    while fields[-1] is None:
+        fields.pop()
+    packed: bytes = msgpack.packb(fields, use_bin_type=True)
+    return packed
 
 
 def pack_response(response: PredictResponse) -> bytes:
@@ -181,25 +255,78 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 def unpack_request(body: bytes, limits: Limits = Limits()) -> PredictRequest:
-    """Decode and validate a request body; every failure is a ``ProtocolError`` that says why."""
+    """Decode and validate a request body, v1 or v2; every failure is a ``ProtocolError`` that says why."""
     fields = _unpack(body, limits, "request body")
-    if not isinstance(fields, dict):
-        raise ProtocolError("request body must be a msgpack map with keys v, bundle, rep, tasks, id")
-    if fields.get("v") != PROTOCOL_VERSION:
+    if isinstance(fields, list):
+        request = _from_v2(fields)
+    elif isinstance(fields, dict):
+        request = _from_v1(fields)
+    else:
         raise ProtocolError(
-            f"protocol version {fields.get('v')!r} is not supported; this server speaks "
-            f"v={PROTOCOL_VERSION}, update the device client"
+            "request body must be a msgpack array [2, bundle, codec, shape, data, ...] (v2) or a map "
+            "with keys v, bundle, rep, tasks, id (v1)"
         )
-    try:
-        request = PredictRequest.model_validate(fields)
-    except ValidationError as exc:
-        raise ProtocolError(f"malformed request: {_validation_message(exc)}") from exc
     batch = request.rep.shape[0]
     if not 1 <= batch <= limits.max_batch:
         raise ProtocolError(f"batch of {batch} samples is outside 1..{limits.max_batch}; split the batch")
     if request.tasks is not None and len(request.tasks) > limits.max_tasks:
         raise ProtocolError(f"{len(request.tasks)} tasks asked, at most {limits.max_tasks} per request")
     return request
+
+
+def _unsupported(version: object) -> ProtocolError:
+    return ProtocolError(
+        f"protocol version {version!r} is not supported; this server speaks "
+        f"v={sorted(PROTOCOL_VERSIONS)}, update the device client"
+    )
+
+
+def _validated(fields: dict[str, Any]) -> PredictRequest:
+    try:
+        return PredictRequest.model_validate(fields)
+    except ValidationError as exc:
+        raise ProtocolError(f"malformed request: {_validation_message(exc)}") from exc
+
+
+def _from_v1(fields: dict[Any, Any]) -> PredictRequest:
+    if fields.get("v") != 1:
+        if fields.get("v") == 2:
+            raise ProtocolError("a v2 request is a msgpack array [2, bundle, codec, shape, data, ...], not a map")
+        raise _unsupported(fields.get("v"))
+    request = _validated(fields)
+    rep = request.rep
+    missing = [key for key, value in (("bits", rep.bits), ("scale", rep.scale), ("zero_point", rep.zero_point))
+               if value is None]
+    if missing:
+        raise ProtocolError(f"malformed request: rep.{missing[0]}: a v1 request must send it")
+    return request
+
+
+_V2_FIELDS = ("v", "bundle", "codec", "shape", "data", "tasks", "id", "quant")
+
+
+def _from_v2(fields: list[Any]) -> PredictRequest:
+    if not fields or fields[0] != 2:
+        raise _unsupported(fields[0] if fields else None)
+    if not 5 <= len(fields) <= len(_V2_FIELDS):
+        raise ProtocolError(
+            f"a v2 request has 5 to {len(_V2_FIELDS)} fields ({', '.join(_V2_FIELDS)}), got {len(fields)}"
+        )
+    padded: list[Any] = fields + [None] * (len(_V2_FIELDS) - len(fields))
+    v, bundle, codec, shape, data, tasks, request_id, quant = padded
+    if not isinstance(bundle, bytes) or len(bundle) != BUNDLE_ID_BYTES:
+        raise ProtocolError(
+            f"malformed request: bundle: must be the {BUNDLE_ID_BYTES}-byte bundle id (bin), got {bundle!r:.40}"
+        )
+    names = {number: name for name, number in CODEC_IDS.items()}
+    if isinstance(codec, bool) or not isinstance(codec, int) or codec not in names:
+        raise ProtocolError(f"malformed request: codec: {codec!r} is not a codec number; known: {names}")
+    rep: dict[str, Any] = {"codec": names[codec], "shape": shape, "data": data}
+    if quant is not None:
+        if not isinstance(quant, list) or len(quant) != 3:
+            raise ProtocolError("malformed request: quant: must be [bits, scale, zero_point] or absent")
+        rep.update(zip(("bits", "scale", "zero_point"), quant))
+    return _validated({"v": v, "bundle": bundle.hex(), "rep": rep, "tasks": tasks, "id": request_id})
 
 
 def unpack_response(body: bytes, limits: Limits = Limits()) -> PredictResponse:

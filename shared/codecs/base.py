@@ -15,7 +15,7 @@ import numpy.typing as npt
 from shared.errors import CodecError
 from shared.manifest import RepresentationSpec
 
-__all__ = ["Codec", "codec_for", "register"]
+__all__ = ["Codec", "codec_for", "known_codecs", "register"]
 
 Symbols = npt.NDArray[np.uint8]
 
@@ -62,6 +62,11 @@ def register(cls: type[Codec]) -> type[Codec]:
         raise ValueError(f"codec name {cls.name!r} registered twice")
     _REGISTRY[cls.name] = cls
     return cls
+
+
+def known_codecs() -> list[str]:
+    """The registered codec names, sorted."""
+    return sorted(_REGISTRY)
 
 
 def codec_for(spec: RepresentationSpec) -> Codec:

@@ -1,15 +1,19 @@
-"""Entropy coding of quantized symbols: integer tables and a bit-exact rANS coder.
+"""Entropy coding of quantized symbols: integer tables and two bit-exact rANS coders.
 
 ``tables`` turns a float pmf into integer frequencies / CDFs and checks tables read
-from a manifest; ``rans`` codes symbols (..., C) with one table row per channel.
-Only numpy is needed, and the bytes are identical on every platform.
+from a manifest. ``rans`` is the original single-state coder (codec ``rans``, still read);
+``lanes`` the interleaved one whose batches decode in lock-step in numpy (codec
+``rans-lanes``, the default for new bundles). Both code symbols (..., C) with one table
+row per channel, need only numpy, and give the same bytes on every platform.
 
     freqs = quantize_pmf(pmf, precision=15)        # (C, L) ints, rows sum to 2**15
     cdf = cdf_from_freqs(freqs)                    # (C, L+1)
-    payload = encode(symbols, cdf, 15)             # symbols (..., C) in [0, L)
+    payload = encode(symbols, cdf, 15)             # rans: symbols (..., C) in [0, L)
     symbols = decode(payload, cdf, 15, shape)      # uint8, or CodecError
+    coder = LanesCoder(cdf, 15)                    # rans-lanes: coder.encode / coder.decode
 """
 
+from shared.entropy.lanes import LanesCoder
 from shared.entropy.rans import HEADER_BYTES, STATE_LOW, RansCoder, coder_for, decode, encode, ideal_bits
 from shared.entropy.tables import (
     MAX_LEVELS,
@@ -30,6 +34,7 @@ __all__ = [
     "MIN_LEVELS",
     "MIN_PRECISION",
     "STATE_LOW",
+    "LanesCoder",
     "RansCoder",
     "cdf_from_freqs",
     "check_precision",

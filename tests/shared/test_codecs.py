@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 import pytest
 
-from shared.codecs import codec_for
+from shared.codecs import codec_for, known_codecs
 from shared.entropy import quantize_pmf
 from shared.errors import CodecError
-from shared.manifest import EntropySpec, QuantSpec, RepresentationSpec
+from shared.manifest import (
+    CODEC_IDS,
+    DEFAULT_CODEC,
+    ENTROPY_CODECS,
+    CodecName,
+    EntropySpec,
+    QuantSpec,
+    RepresentationSpec,
+)
+
+ALL = ["raw-uint8", "packed", "rans", "rans-lanes"]
 from shared.quantization import dequantize, quantize
 
 
 def spec(codec: str, bits: int = 8, shape: tuple[int, int] = (16, 4)) -> RepresentationSpec:
     levels = 1 << bits
     entropy = None
-    if codec == "rans":
+    if codec in ENTROPY_CODECS:
         pmf = np.exp(-np.arange(levels) / 3.0)[None].repeat(shape[1], 0)
         entropy = EntropySpec(precision=15, freqs=quantize_pmf(pmf / pmf.sum(1, keepdims=True), 15).tolist())
     return RepresentationSpec(
@@ -27,13 +39,21 @@ def spec(codec: str, bits: int = 8, shape: tuple[int, int] = (16, 4)) -> Represe
     )
 
 
-@pytest.mark.parametrize("codec", ["raw-uint8", "packed", "rans"])
+@pytest.mark.parametrize("codec", ALL)
 @pytest.mark.parametrize("bits", [2, 4, 8])
-def test_round_trip_is_exact(codec: str, bits: int) -> None:
+@pytest.mark.parametrize("batch", [1, 3, 40])
+def test_round_trip_is_exact(codec: str, bits: int, batch: int) -> None:
     rng = np.random.default_rng(bits)
-    coder = codec_for(spec(codec, bits))
-    symbols = rng.integers(0, 1 << bits, (3, 16, 4)).astype(np.uint8)
+    coder = codec_for(spec(codec, bits, shape=(64, 8)))
+    symbols = rng.integers(0, 1 << bits, (batch, 64, 8)).astype(np.uint8)
     assert np.array_equal(coder.decode(coder.encode(symbols), symbols.shape), symbols)
+
+
+def test_names_ids_and_registry_agree() -> None:
+    assert sorted(typing.get_args(CodecName)) == sorted(CODEC_IDS) == known_codecs() == sorted(ALL)
+    assert len(set(CODEC_IDS.values())) == len(CODEC_IDS)
+    assert CODEC_IDS == {"raw-uint8": 0, "packed": 1, "rans": 2, "rans-lanes": 3}, "wire ids never change"
+    assert DEFAULT_CODEC == "rans-lanes" and DEFAULT_CODEC in ENTROPY_CODECS
 
 
 def test_packed_is_bits_over_eight_of_raw() -> None:
@@ -53,7 +73,7 @@ def test_wrong_length_says_expected_bytes(codec: str) -> None:
         coder.decode(b"\x00" * 63, (1, 16, 4))
 
 
-@pytest.mark.parametrize("codec", ["raw-uint8", "packed", "rans"])
+@pytest.mark.parametrize("codec", ALL)
 def test_shape_must_match_bundle(codec: str) -> None:
     coder = codec_for(spec(codec, 4))
     with pytest.raises(CodecError, match="does not match the bundle"):
@@ -68,18 +88,38 @@ def test_symbols_outside_levels_are_refused() -> None:
         coder.decode(b"\xff" * 64, (1, 16, 4))
 
 
-def test_rans_without_tables_is_a_bundle_problem() -> None:
-    bad = spec("raw-uint8").model_copy(update={"codec": "rans"})
+@pytest.mark.parametrize("codec", sorted(ENTROPY_CODECS))
+def test_rans_without_tables_is_a_bundle_problem(codec: str) -> None:
+    bad = spec("raw-uint8").model_copy(update={"codec": codec})
     with pytest.raises(CodecError, match="entropy tables"):
         codec_for(bad)
+    wrong = spec(codec, 4).model_copy(update={"quant": QuantSpec(bits=8, scale=1.0, zero_point=0)})
+    with pytest.raises(CodecError, match="rebuild the bundle"):
+        codec_for(wrong)
 
 
-def test_rans_beats_raw_on_skewed_symbols() -> None:
+@pytest.mark.parametrize("codec", sorted(ENTROPY_CODECS))
+def test_rans_beats_raw_on_skewed_symbols(codec: str) -> None:
     rng = np.random.default_rng(0)
     symbols = np.minimum(rng.geometric(0.3, (8, 16, 4)) - 1, 255).astype(np.uint8)
     raw = codec_for(spec("raw-uint8")).encode(symbols)
-    coded = codec_for(spec("rans")).encode(symbols)
+    coded = codec_for(spec(codec)).encode(symbols)
     assert len(coded) < len(raw) / 2
+
+
+@pytest.mark.parametrize("codec", sorted(ENTROPY_CODECS))
+def test_entropy_codecs_refuse_symbols_outside_the_levels(codec: str) -> None:
+    coder = codec_for(spec(codec, 4))
+    with pytest.raises(CodecError, match="outside the 16 levels"):
+        coder.encode(np.full((1, 16, 4), 16, dtype=np.uint8))
+
+
+def test_rans_lanes_reads_nothing_else() -> None:
+    rng = np.random.default_rng(5)
+    symbols = rng.integers(0, 16, (2, 16, 4)).astype(np.uint8)
+    old = codec_for(spec("rans", 4)).encode(symbols)
+    with pytest.raises(CodecError, match="re-encode it with the bundle's tables"):
+        codec_for(spec("rans-lanes", 4)).decode(old, symbols.shape)
 
 
 def test_quantize_dequantize_round_to_nearest_level() -> None:

@@ -74,6 +74,7 @@ def draw(rng: np.random.Generator, freqs: Ints, rows: int, fill: str) -> npt.NDA
 def test_public_surface_is_curated() -> None:
     assert sorted(entropy.__all__) == [
         "HEADER_BYTES",
+        "LanesCoder",
         "MAX_LEVELS",
         "MAX_PRECISION",
         "MIN_LEVELS",
