@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cloud_server.deps import Follower, Plane, Repo, admin_access, read_body
+from cloud_server.openapi import ADMIN_ERRORS, ADMIN_LOAD_BODY, errors
 from shared.errors import ProtocolError
 
 __all__ = ["admin_router"]
@@ -33,12 +34,12 @@ class LoadRequest(BaseModel):
     """A bundle directory on the server's file system."""
 
 
-@admin_router.get("/models")
+@admin_router.get("/models", responses=errors(401, 403))
 async def list_models(plane: Plane) -> list[dict[str, Any]]:
     return [served.describe() for served in plane.models.values()]
 
 
-@admin_router.post("/models/load")
+@admin_router.post("/models/load", responses=errors(400, 401, 403, 404, 413, 422), openapi_extra=ADMIN_LOAD_BODY)
 async def load_model(request: Request, plane: Plane, repository: Repo, follower: Follower) -> dict[str, Any]:
     """JSON ``{"path": DIR}``, or a gzip'd tar of a bundle (Content-Type: application/gzip)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
@@ -56,7 +57,7 @@ async def load_model(request: Request, plane: Plane, repository: Repo, follower:
     return {"loaded": served.describe()}
 
 
-@admin_router.delete("/models/{name}/versions/{version}")
+@admin_router.delete("/models/{name}/versions/{version}", responses=ADMIN_ERRORS)
 async def unload_model(name: str, version: int, plane: Plane) -> dict[str, str]:
     await plane.unload(name, version)
     return {"unloaded": f"{name} v{version}"}

@@ -29,6 +29,15 @@ from cloud_server.follower import RepositoryFollower
 from cloud_server.metrics import Metrics
 from cloud_server.observe import Observe
 from cloud_server.oip import oip_public_router, oip_router
+from cloud_server.openapi import (
+    METRICS_OK,
+    PREDICT_BODY,
+    PREDICT_ERRORS,
+    PREDICT_OK,
+    READY_ERRORS,
+    errors,
+    install_openapi,
+)
 from cloud_server.repository import Repository, find_bundles
 from cloud_server.settings import CloudSettings
 from shared.protocol import CONTENT_TYPE, Limits, check_content_type, pack_response, unpack_request
@@ -77,29 +86,31 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     app.state.repository = repository
     app.state.follower = follower
     install_error_handlers(app)
+    install_openapi(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         """Live: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses=READY_ERRORS)
     async def readyz(plane: Plane) -> JSONResponse:
         """Ready: a bundle is loaded and its decoders warmed, no batcher worker died, not shutting down."""
         if not plane.ready:
             return JSONResponse({"status": "not ready", "models": plane.list_keys()}, status_code=503)
         return JSONResponse({"status": "ready", "models": plane.list_keys()})
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses=METRICS_OK)
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/bundles", dependencies=[inference_access])
+    @app.get("/v1/bundles", dependencies=[inference_access], responses=errors(401, 403))
     async def bundles(plane: Plane) -> list[dict[str, Any]]:
         """Every served bundle: tasks, representation spec, fingerprint."""
         return [served.describe() for served in plane.models.values()]
 
-    @app.post("/v1/predict", response_class=Response, dependencies=[inference_access])
+    @app.post("/v1/predict", response_class=Response, dependencies=[inference_access],
+              responses={**PREDICT_OK, **PREDICT_ERRORS}, openapi_extra=PREDICT_BODY)
     async def predict(request: Request, plane: Plane) -> Response:
         """msgpack PredictRequest in, msgpack PredictResponse out."""
         check_content_type(request.headers.get("content-type"))

@@ -34,6 +34,7 @@ from cloud_server.oip_wire import (
     parse_request,
     read_request,
 )
+from cloud_server.openapi import INFER_BODY, INFER_ERRORS, INFER_OK, MODEL_ERRORS, NOT_READY
 from shared.errors import ProtocolError
 from shared.protocol import Limits
 
@@ -123,7 +124,7 @@ async def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@oip_public_router.get("/v2/health/ready")
+@oip_public_router.get("/v2/health/ready", responses=NOT_READY)
 async def ready(plane: Plane) -> JSONResponse:
     """200 when a bundle is loaded and warm; 400 otherwise, as Triton answers (the spec says 4xx)."""
     if plane.ready:
@@ -131,37 +132,39 @@ async def ready(plane: Plane) -> JSONResponse:
     return JSONResponse({"ready": False, "models": plane.list_keys()}, status_code=400)
 
 
-@oip_router.get("/v2/models/{name}")
+@oip_router.get("/v2/models/{name}", responses=MODEL_ERRORS)
 async def model_metadata(plane: Plane, name: str) -> dict[str, Any]:
     return _metadata(plane, name, None)
 
 
-@oip_router.get("/v2/models/{name}/versions/{version}")
+@oip_router.get("/v2/models/{name}/versions/{version}", responses=MODEL_ERRORS)
 async def model_version_metadata(plane: Plane, name: str, version: str) -> dict[str, Any]:
     return _metadata(plane, name, version)
 
 
-@oip_router.get("/v2/models/{name}/ready")
+@oip_router.get("/v2/models/{name}/ready", responses=MODEL_ERRORS)
 async def model_ready(plane: Plane, name: str) -> dict[str, Any]:
     """200 when loaded; a model that is not gets 404 with the loaded ones listed."""
     _served(plane, name, None)
     return {"name": name, "ready": True}
 
 
-@oip_router.get("/v2/models/{name}/versions/{version}/ready")
+@oip_router.get("/v2/models/{name}/versions/{version}/ready", responses=MODEL_ERRORS)
 async def model_version_ready(plane: Plane, name: str, version: str) -> dict[str, Any]:
     _served(plane, name, version)
     return {"name": name, "version": version, "ready": True}
 
 
-@oip_router.post("/v2/models/{name}/infer", response_class=Response)
+@oip_router.post("/v2/models/{name}/infer", response_class=Response, responses={**INFER_OK, **INFER_ERRORS},
+                  openapi_extra=INFER_BODY)
 async def infer(
     request: Request, plane: Plane, limits: RequestLimits, metrics: AppMetrics, name: str
 ) -> Response:
     return await _infer(request, plane, limits, metrics, name, None)
 
 
-@oip_router.post("/v2/models/{name}/versions/{version}/infer", response_class=Response)
+@oip_router.post("/v2/models/{name}/versions/{version}/infer", response_class=Response, responses={**INFER_OK, **INFER_ERRORS},
+                  openapi_extra=INFER_BODY)
 async def infer_version(
     request: Request, plane: Plane, limits: RequestLimits, metrics: AppMetrics, name: str, version: str
 ) -> Response:
