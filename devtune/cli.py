@@ -14,9 +14,11 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import get_args
 
 from devtune.tuning_cli import add_tuning_commands, positive_int
 from shared.errors import BundleError, ConfigError, DataError, DeviceTuningError, RemoteError
+from shared.manifest import DEFAULT_CODEC, CodecName
 
 __all__ = ["EXIT_CODES", "exit_code", "main"]
 
@@ -155,7 +157,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bottleneck", type=positive_int, default=8, help="channels per token sent to the cloud")
     p.add_argument("--lambda", dest="rate_lambda", type=float, default=None, help="loss weight per bit")
     p.add_argument("--encoder", choices=["vit", "conv"], default="vit", help="shared encoder architecture")
-    p.add_argument("--codec", choices=["rans", "packed", "raw-uint8"], default="rans", help="payload codec")
+    p.add_argument("--codec", choices=list(get_args(CodecName)), default=DEFAULT_CODEC,
+                   help=f"payload codec (default {DEFAULT_CODEC}; rans-lanes decodes whole batches faster)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="default", help="bundle name")
     p.add_argument("--fallback", default="",

@@ -6,7 +6,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from shared.manifest import Manifest
+from shared.manifest import DEFAULT_CODEC, Manifest
 
 __all__ = ["OBJECTIVES", "train_bundle"]
 
@@ -29,7 +29,7 @@ def train_bundle(
     bottleneck: int = 8,
     rate_lambda: float | None = None,
     encoder: str = "vit",
-    codec: str = "rans",
+    codec: str = DEFAULT_CODEC,
     seed: int = 0,
     name: str = "default",
     fallback: str = "",

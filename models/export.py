@@ -22,6 +22,8 @@ from models.train import MEAN, STD, TrainResult, metric_for, to_tensor
 from shared.bundle import hash_files, write_manifest
 from shared.entropy import quantize_pmf
 from shared.manifest import (
+    DEFAULT_CODEC,
+    ENTROPY_CODECS,
     EntropySpec,
     InputSpec,
     Manifest,
@@ -120,7 +122,7 @@ def representation_spec(cfg: ModelConfig, counts: np.ndarray, codec: str) -> Rep
     tables come from the symbol counts (C, L) of :func:`symbol_histogram`, add-half smoothed
     so that no symbol the training split never showed is uncodable."""
     entropy = None
-    if codec == "rans":
+    if codec in ENTROPY_CODECS:
         pmf = (counts + 0.5) / (counts + 0.5).sum(axis=1, keepdims=True)
         freqs = quantize_pmf(pmf, ENTROPY_PRECISION)
         entropy = EntropySpec(precision=ENTROPY_PRECISION, freqs=freqs.tolist())
@@ -203,7 +205,7 @@ def export_bundle(
     out: str | Path,
     name: str = "default",
     version: int = 1,
-    codec: str = "rans",
+    codec: str = DEFAULT_CODEC,
     training: dict[str, float | int | str] | None = None,
 ) -> Manifest:
     """Write a complete bundle directory and return its manifest."""
