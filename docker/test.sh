@@ -2,10 +2,12 @@
 # End-to-end check of the Docker deployment, run by .ci/run after the pytest suite.
 #
 # Builds the cloud image (air-gapped, from a wheelhouse) and the nginx balancer,
-# runs two cloud replicas and the balancer on a private network, sends predictions
-# through the balancer with the real device client (`devtune predict --retries 3`),
-# stops one replica under load, then kills the other under load, and counts the
-# requests lost. Also measures the image size and each container's start-to-ready
+# runs two cloud replicas and the balancer on a private network, the replicas sharing
+# one read-write volume as their model repository, and sends predictions through the
+# balancer with the real device client (`devtune predict --retries 3`): pushes a tuned
+# version once to one replica under load and waits until every replica answers its new
+# task, then stops one replica under load, then kills the other under load, and counts
+# the requests lost. Also measures the image size and each container's start-to-ready
 # time (from `docker run` to the first 200 from GET /readyz).
 #
 #   docker/test.sh
@@ -23,7 +25,8 @@
 #   DEVTUNE_DOCKER_CACHE     engine data, socket, logs (default /var/cache/devtune-docker)
 #   DEVTUNE_BASE_IMAGE       base of both images (default devtune-base:bookworm, made here)
 #   DEVTUNE_DEBIAN_MIRROR    mirror for debootstrap (default http://deb.debian.org/debian)
-#   DEVTUNE_BUNDLE           bundle to serve (default bundles/default; trained if absent)
+#   DEVTUNE_BUNDLE           bundle to serve (default: a tiny one trained here in seconds)
+#   DEVTUNE_DOCKER_TUNE_TASK task the pushed version adds (default quadrant)
 #   DEVTUNE_PYTHON           python with the project installed (default .venv/bin/python)
 #   DEVTUNE_DOCKER_REQUESTS  predictions per phase, stop and kill (default 400)
 #   DEVTUNE_DOCKER_INSTALL   0: never apt-get install docker.io / debootstrap
@@ -34,12 +37,15 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${DEVTUNE_DOCKER_CACHE:-/var/cache/devtune-docker}
 BASE_IMAGE=${DEVTUNE_BASE_IMAGE:-devtune-base:bookworm}
 MIRROR=${DEVTUNE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-BUNDLE=${DEVTUNE_BUNDLE:-$ROOT/bundles/default}
+BUNDLE=${DEVTUNE_BUNDLE:-}
+TUNE_TASK=${DEVTUNE_DOCKER_TUNE_TASK:-quadrant}
 PY=${DEVTUNE_PYTHON:-$ROOT/.venv/bin/python}
 REQUESTS=${DEVTUNE_DOCKER_REQUESTS:-400}
 WORKERS=4             # concurrent device clients
 MAX_IMAGE_MB=400      # the cloud image must stay under this
 READY_TIMEOUT_S=180
+POLL_S=1              # DEVTUNE_CLOUD_POLL_SECONDS of the replicas
+CONSISTENT_TIMEOUT_S=60  # a push must reach every replica within this (poll + load, docs/serving.md)
 
 CLOUD_IMAGE=devtune-cloud:test
 BUNDLED_IMAGE=devtune-cloud-bundled:test
@@ -52,7 +58,9 @@ CONTEXT=$ROOT/docker/.build/context
 export DOCKER_BUILDKIT=0        # the legacy builder: no buildx plugin, no frontend image to pull
 
 STARTED_ENGINE=""               # pid of the dockerd this run started, if any
+API_KEY="" ADMIN_KEY="" TUNED=""  # set in main
 READY_S=""                      # set by run_cloud
+FLEET_S=""                      # set by push_once: push to every replica answering the new task
 LOAD_SENT=0 LOAD_LOST=0 LOAD_AFTER=0 ACTION_S=0  # set by send_load
 CONTAINERS=()
 LOAD_PIDS=()
@@ -353,17 +361,72 @@ print(int(sys.argv[1]) - answered)' "$LOAD_SENT")
     (( LOAD_AFTER > 0 )) || fail "the load ended before '$*' ran; raise DEVTUNE_DOCKER_REQUESTS"
 }
 
+# --- bundles -------------------------------------------------------------------
+
+make_tiny_bundle() {  # $1: where. The tiny config of tests/conftest.py: seconds on 2 cores
+    "$PY" - "$1" <<'EOF'
+import sys
+import torch
+from models.data import make_shapes
+from models.export import export_bundle
+from models.model import ModelConfig
+from models.train import TrainConfig, train
+torch.manual_seed(0)
+data = make_shapes("train", count=512)
+cfg = ModelConfig(dim=32, depth=1, heads=2, decoder_dim=32, bits=4)
+result = train(cfg, TrainConfig(epochs=1, batch_size=64), data, progress=False)
+export_bundle(result, data, sys.argv[1], name="tiny")
+EOF
+}
+
+bundle_key() {  # "<name>/<version>" of the bundle at $1
+    "$PY" - "$1" <<'EOF'
+import json, sys
+manifest = json.load(open(sys.argv[1] + "/manifest.json"))
+print(f"{manifest['name']}/{manifest['version']}")
+EOF
+}
+
+# Pushes $TUNED to replica 1 (its own port, not the balancer) and waits until every
+# replica answers a prediction for $TUNE_TASK; sets FLEET_S to the seconds that took.
+push_once() {
+    local t0 port answered replica
+    t0=$(date +%s.%N)
+    "$PY" -m devtune push --bundle "$TUNED" --server "http://127.0.0.1:$(published_port "$PREFIX-cloud-1" 8000)" \
+        --admin-key "$ADMIN_KEY" >&2 || fail "devtune push to $PREFIX-cloud-1"
+    for replica in "$PREFIX-cloud-1" "$PREFIX-cloud-2"; do
+        port=$(published_port "$replica" 8000)
+        answered=""
+        while awk -v t0="$t0" -v now="$(date +%s.%N)" -v max="$CONSISTENT_TIMEOUT_S" 'BEGIN { exit !(now - t0 < max) }'; do
+            if "$PY" -m devtune predict --bundle "$BUNDLE" --server "http://127.0.0.1:$port" --api-key "$API_KEY" \
+                --tasks "$TUNE_TASK" --json "$WORK/img0.png" 2>/dev/null | grep -q '"answered_by": *"cloud"'; then
+                answered=yes; break
+            fi
+            sleep 0.2
+        done
+        [[ -n $answered ]] || fail "$replica does not answer $TUNE_TASK ${CONSISTENT_TIMEOUT_S} s after the push"
+    done
+    FLEET_S=$(awk -v t1="$(date +%s.%N)" -v t0="$t0" 'BEGIN { printf "%.2f", t1 - t0 }')
+    log "every replica answers $TUNE_TASK ${FLEET_S} s after the push began"
+}
+
 # --- main --------------------------------------------------------------------
 
 main() {
     start_engine  # first: no engine is the one reason to skip
     [[ -x $PY ]] || fail "no python at $PY; make the venv (.venv with .[all]) or set DEVTUNE_PYTHON"
     "$PY" -c "import device_client, PIL" || fail "$PY lacks the project's [device] extra"
-    if [[ ! -f $BUNDLE/manifest.json ]]; then
-        log "no bundle at $BUNDLE: devtune train --out $BUNDLE (a few minutes)"
-        "$PY" -m devtune train --out "$BUNDLE" >"$WORK/train.log" 2>&1 \
-            || { tail -n 20 "$WORK/train.log" >&2; fail "devtune train --out $BUNDLE"; }
+    if [[ -z $BUNDLE ]]; then
+        BUNDLE=$WORK/tiny
+        log "training a tiny bundle into $BUNDLE (seconds; DEVTUNE_BUNDLE serves another)"
+        make_tiny_bundle "$BUNDLE" >"$WORK/train.log" 2>&1 \
+            || { tail -n 20 "$WORK/train.log" >&2; fail "training the tiny bundle"; }
     fi
+    [[ -f $BUNDLE/manifest.json ]] || fail "no bundle at $BUNDLE (DEVTUNE_BUNDLE); make one with devtune train --out"
+    TUNED=$WORK/tuned
+    log "devtune tune --task $TUNE_TASK: the version that will be pushed"
+    "$PY" -m devtune tune --bundle "$BUNDLE" --task "$TUNE_TASK" --count 256 --epochs 1 --out "$TUNED" \
+        >"$WORK/tune.log" 2>&1 || { tail -n 20 "$WORK/tune.log" >&2; fail "devtune tune --bundle $BUNDLE"; }
     make_base_image
     fill_wheelhouse
     stage_context
@@ -384,7 +447,9 @@ main() {
     # Listening on 0.0.0.0 the server wants API keys; devices send this one.
     local api_key keys
     api_key=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
-    keys=(-e "DEVTUNE_CLOUD_API_KEYS=[\"$api_key\"]")
+    API_KEY=$api_key
+    ADMIN_KEY=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    keys=(-e "DEVTUNE_CLOUD_API_KEYS=[\"$api_key\"]" -e "DEVTUNE_CLOUD_ADMIN_KEYS=[\"$ADMIN_KEY\"]")
 
     # The baked-in variant serves with no volume at all.
     local bundled_ready
@@ -393,9 +458,15 @@ main() {
     log "bundled image ready in ${bundled_ready} s"
     docker rm --force --volumes "$PREFIX-bundled" >/dev/null
 
-    # Two replicas sharing one read-only model repository (holding the one bundle),
-    # started one after the other so each start-to-ready time is measured alone.
-    local volume=(-v "$BUNDLE:/bundles/default:ro")
+    # Two replicas sharing one read-write model repository (holding the one bundle, as
+    # <name>/<version>/), each polling it, started one after the other so each
+    # start-to-ready time is measured alone.
+    local repository=$WORK/repository key
+    key=$(bundle_key "$BUNDLE")
+    mkdir -p "$repository/$key"
+    cp -r "$BUNDLE/." "$repository/$key/"
+    chown -R 10001:10001 "$repository"  # the image's user
+    local volume=(-v "$repository:/bundles" -e "DEVTUNE_CLOUD_POLL_SECONDS=$POLL_S")
     local ready1 ready2
     run_cloud "$PREFIX-cloud-1" "$CLOUD_IMAGE" cloud-1 "${volume[@]}" "${keys[@]}"
     ready1=$READY_S
@@ -425,6 +496,11 @@ except urllib.error.HTTPError as error:
 
     make_images
     local sent=0 lost=0 after_stop=0 retried
+    # 0. One push under load, to one replica: every replica serves it from the shared repository.
+    send_load "$lb_port" "$api_key" push_once
+    local push_lost=$LOAD_LOST
+    sent=$((sent + LOAD_SENT)); lost=$((lost + LOAD_LOST))
+    (( push_lost == 0 )) || fail "$push_lost requests failed while a version was pushed"
     # 1. A graceful stop (SIGTERM: uvicorn drains what it holds), as in a rollout.
     send_load "$lb_port" "$api_key" docker stop --time 30 "$PREFIX-cloud-1"
     local stop_s=$ACTION_S
@@ -448,8 +524,9 @@ except urllib.error.HTTPError as error:
         "$cloud_mb" "$(printf '%s\n%s\n' "$ready1" "$ready2" | sort -g | tail -n 1)" "$sent" "$lost"
     printf '"replica_ready_s": [%s, %s], "bundled_ready_s": %s, "bundled_image_mb": %s, ' \
         "$ready1" "$ready2" "$bundled_ready" "$bundled_mb"
-    printf '"balancer_image_mb": %s, "answered_after_stop": %d, "retried_by_balancer": %d, "stop_s": %s}\n' \
+    printf '"balancer_image_mb": %s, "answered_after_stop": %d, "retried_by_balancer": %d, "stop_s": %s, ' \
         "$balancer_mb" "$after_stop" "$retried" "$stop_s"
+    printf '"push_to_every_replica_s": %s, "lost_during_push": %d}\n' "$FLEET_S" "$push_lost"
 
     (( lost == 0 )) || fail "$lost of $sent requests lost when a replica stopped or crashed"
     awk -v mb="$cloud_mb" -v max="$MAX_IMAGE_MB" 'BEGIN { exit !(mb < max) }' \

@@ -138,4 +138,5 @@ def test_balancer_port_is_published_and_replicas_share_the_bundles() -> None:
     mounts = {tuple(service["volumes"]) for service in cloud_services().values()}
     assert len(mounts) == 1, "every replica mounts the same bundle repository"
     (volumes,) = mounts
-    assert any(volume.endswith(":/bundles:ro") for volume in volumes)
+    # Read-write: uploads are staged and renamed inside the shared repository.
+    assert any(volume.endswith(":/bundles:rw") for volume in volumes)
