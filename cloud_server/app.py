@@ -124,6 +124,7 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     app.include_router(admin_router)
     app.include_router(oip_public_router)
     app.include_router(oip_router)
+    app.include_router(__import__("cloud_server.image_input", fromlist=["image_router"]).image_router)
     app.add_middleware(Observe, metrics=metrics)
     # Outermost: refuse what cannot be served before paying for it (admission.py).
     app.add_middleware(AdmissionGate, limit=settings.max_queue + settings.max_batch_size, metrics=metrics)

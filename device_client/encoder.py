@@ -14,14 +14,12 @@ import onnxruntime as ort
 from shared.bundle import read_bytes_checked, read_manifest
 from shared.codecs import codec_for
 from shared.errors import BundleError
+from shared.images import ImageLike, preprocess
 from shared.manifest import Manifest
 from shared.protocol import PredictRequest, Representation
-from shared.quantization import quantize
+from shared.quantization import dequantize, quantize
 
 __all__ = ["DeviceEncoder", "Encoded", "ImageLike"]
-
-ImageLike = str | Path | npt.NDArray[np.uint8]
-
 
 @dataclass(frozen=True)
 class Encoded:
@@ -55,14 +53,7 @@ class DeviceEncoder:
 
     def preprocess(self, images: Sequence[ImageLike]) -> npt.NDArray[np.float32]:
         """Files or (H, W, 3) uint8 arrays of any size -> (B, 3, H, W) normalized float32."""
-        spec = self.manifest.input
-        _, height, width = spec.shape
-        batch = np.empty((len(images), height, width, 3), dtype=np.uint8)
-        for i, image in enumerate(images):
-            batch[i] = _load_rgb(image, (height, width))
-        scaled = batch.astype(np.float32) / np.float32(255.0)
-        normalized = (scaled - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-        return np.ascontiguousarray(normalized.transpose(0, 3, 1, 2), dtype=np.float32)
+        return preprocess(images, self.manifest.input)
 
     def encode(self, images: Sequence[ImageLike]) -> Encoded:
         if not images:
@@ -108,35 +99,7 @@ class DeviceEncoder:
             raise BundleError(
                 f"no device fallback head for task {task!r}; this bundle has {sorted(self.heads) or 'none'}"
             )
-        from shared.quantization import dequantize
-
         z = dequantize(symbols, self.manifest.representation.quant)
         (out,) = self.heads[task].run(None, {"z": z})
         return np.asarray(out, dtype=np.float32)
 
-
-def _load_rgb(image: ImageLike, size: tuple[int, int]) -> npt.NDArray[np.uint8]:
-    height, width = size
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(
-                f"an image array must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}"
-            )
-        if image.shape[:2] == (height, width):
-            return image
-        from PIL import Image
-
-        return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(image)
-    try:
-        with Image.open(path) as opened:
-            rgb = opened.convert("RGB")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image {path} not found; check the path") from None
-    except UnidentifiedImageError:
-        raise ValueError(f"{path} is not an image Pillow can read (PNG, JPEG, ...)") from None
-    if rgb.size != (width, height):
-        rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
