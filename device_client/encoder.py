@@ -59,11 +59,15 @@ class DeviceEncoder:
         if not images:
             raise ValueError("no images to encode; pass at least one file or array")
         started = time.perf_counter()
-        x = self.preprocess(images)
-        (z,) = self.session.run(None, {"image": x})
-        symbols = quantize(z, self.manifest.representation.quant)
+        symbols = self.symbols(images)
         payload = self.codec.encode(symbols)
         return Encoded(symbols, payload, (time.perf_counter() - started) * 1000)
+
+    def symbols(self, images: Sequence[ImageLike]) -> npt.NDArray[np.uint8]:
+        """Images -> quantized symbols (B, N, C), without the entropy codec (device-only needs none)."""
+        x = self.preprocess(images)  # (B, 3, H, W)
+        (z,) = self.session.run(None, {"image": x})  # (B, N, C) float32
+        return quantize(z, self.manifest.representation.quant)
 
     def request(
         self,

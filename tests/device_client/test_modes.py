@@ -1,0 +1,92 @@
+"""Where the parts run: split, cloud-only, device-only and auto give the same answers and say where."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device_client import DeviceClient, PathChooser
+from models.data import make_shapes
+from shared.errors import BundleError, ConfigError
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return make_shapes("test", count=4, seed=7).images
+
+
+def indices(result: object) -> dict[str, list[object]]:
+    predictions = result.response.predictions  # type: ignore[attr-defined]
+    return {task: [getattr(p, "index", getattr(p, "values", None)) for p in preds]
+            for task, preds in predictions.items() if task != "mask"}
+
+
+@pytest.mark.parametrize("mode", ["cloud", "device"])
+def test_each_mode_answers_as_split_does(server: str, tiny_bundle: Path, images: np.ndarray, mode: str) -> None:
+    with DeviceClient(tiny_bundle, server) as split, DeviceClient(tiny_bundle, server, mode=mode) as other:  # type: ignore[arg-type]
+        for image in images:
+            a, b = split.predict([image]), other.predict([image])
+            assert (a.path, a.encoder_at, a.decoders_at) == ("split", "device", "cloud")
+            classes = {t: v for t, v in indices(a).items() if t != "size"}
+            assert {t: v for t, v in indices(b).items() if t != "size"} == classes
+            if mode == "cloud":
+                assert (b.path, b.encoder_at, b.decoders_at, b.answered_by) == ("cloud", "cloud", "cloud", "cloud")
+                assert b.payload_bytes > a.payload_bytes  # a PNG is bigger than the payload
+            else:
+                assert (b.path, b.encoder_at, b.decoders_at, b.answered_by) == ("device", "device", "device", "device")
+                assert b.payload_bytes == 0
+
+
+def test_device_only_without_decoders_says_what_to_copy(tiny_bundle: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(tiny_bundle, tmp_path / "tiny"))
+    shutil.rmtree(copy / "cloud")
+    with pytest.raises(BundleError, match="copy the bundle's cloud/ folder"):
+        DeviceClient(copy, "http://127.0.0.1:9", mode="device")
+    with DeviceClient(copy, "http://127.0.0.1:9", mode="auto") as auto:
+        assert auto.chooser is not None and list(auto.chooser.paths) == ["split", "cloud"]
+
+
+def test_a_bad_mode_is_refused(tiny_bundle: Path) -> None:
+    with pytest.raises(ConfigError, match="mode must be one of"):
+        DeviceClient(tiny_bundle, "http://127.0.0.1:9", mode="edge")  # type: ignore[arg-type]
+
+
+def test_auto_tries_every_path_then_keeps_the_fastest(server: str, tiny_bundle: Path, images: np.ndarray) -> None:
+    with DeviceClient(tiny_bundle, server, mode="auto") as auto:
+        paths = [auto.predict([images[i % len(images)]]).path for i in range(30)]
+    assert set(paths[:3]) == {"split", "cloud", "device"}
+    # On loopback with the decoders here, device-only is fastest: it wins all but the probes.
+    assert paths[3:].count("device") >= 24, paths
+
+
+def feed(chooser: PathChooser, link_ms: float, bytes_per_ms: float, device: dict[str, float],
+         sizes: dict[str, int], requests: int = 60) -> list[str]:
+    """Drive the chooser with a synthetic link: round trip ``link_ms``, rate ``bytes_per_ms``."""
+    chosen = []
+    for _ in range(requests):
+        path = chooser.choose()
+        chosen.append(path)
+        if path == "device":
+            chooser.record(path, device[path])
+        else:
+            wire = sizes[path] + 400 + 200
+            chooser.record(path, device[path], link_ms + wire / bytes_per_ms + 1.0, 1.0, sizes[path], 200)
+    return chosen
+
+
+def test_the_chooser_follows_the_link() -> None:
+    sizes = {"split": 150, "cloud": 9000}
+    slow_device = {"split": 2.0, "cloud": 0.5, "device": 500.0}
+    # 1 Mbit/s = 125 bytes/ms: 9 kB of PNG cost 72 ms more than the payload; split wins.
+    slow = feed(PathChooser(["split", "cloud", "device"]), 50, 125, slow_device, sizes)
+    assert slow[10:].count("split") >= 45, slow
+    # A device that takes 40 ms to encode on a 100 Mbit/s link: sending the image wins.
+    weak = {"split": 40.0, "cloud": 0.5, "device": 500.0}
+    fast = feed(PathChooser(["split", "cloud", "device"]), 10, 12_500, weak, sizes)
+    assert fast[10:].count("cloud") >= 45, fast
+    # With a device that runs everything in 3 ms, nothing beats staying home.
+    home = feed(PathChooser(["split", "cloud", "device"]), 10, 12_500, {**weak, "device": 3.0}, sizes)
+    assert home[10:].count("device") >= 45, home
