@@ -1,0 +1,272 @@
+"""The runs of `devtune bench link`: the JPEG quality match, the links, the targets, table and plot."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from devtune.bench.bundles import ensure_bundle
+from devtune.bench.link.stream import StreamResult, stream
+from devtune.bench.output import emit_report
+
+__all__ = ["FRAME_OVERHEAD", "LINKS", "QUICK_LINKS", "ModeRun", "run"]
+
+log = logging.getLogger("devtune")
+
+LINKS = [(mbit, rtt) for mbit in (1.0, 10.0, 100.0) for rtt in (10.0, 50.0, 150.0)]
+QUICK_LINKS = [(1.0, 50.0), (10.0, 50.0)]
+MODES = ("split", "cloud-png", "cloud-jpeg", "device", "auto")
+FRAME_OVERHEAD = 66
+"""Bytes the veth counts per frame beyond its TCP payload: Ethernet 14 + IPv4 20 + TCP 32 (timestamps)."""
+WIRE_TOLERANCE = 0.02
+"""Measured wire bytes may differ from bodies + headers + framing by this fraction (and 2 kB: the handshake)."""
+PORT = 8000
+
+
+@dataclass(frozen=True)
+class ModeRun:
+    link: str  # "1 Mbit/s, 50 ms"
+    mbit: float
+    rtt_ms: float
+    mode: str
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    fps: float
+    paths: dict[str, int]
+    body_up: int  # HTTP bodies the client sent, warm-up included
+    body_down: int
+    headers_up: int
+    headers_down: int
+    wire_up: int  # counted at the device veth
+    wire_down: int
+    packets_up: int
+    packets_down: int
+    drops: int
+
+    @property
+    def expected_up(self) -> int:
+        return self.body_up + self.headers_up + FRAME_OVERHEAD * self.packets_up
+
+    @property
+    def expected_down(self) -> int:
+        return self.body_down + self.headers_down + FRAME_OVERHEAD * self.packets_down
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    split: dict[str, float]
+    png: dict[str, float]
+    jpeg: dict[int, dict[str, float]]
+    jpeg_bytes: dict[int, float]
+    matched_quality: int | None
+    samples: int
+
+
+@dataclass(frozen=True)
+class LinkReport:
+    bundle: str
+    accuracy: Accuracy
+    runs: list[ModeRun]
+    targets: dict[str, dict[str, Any]]
+    samples: int
+    seconds: float
+
+
+def _accuracy(result: StreamResult, labels: dict[str, np.ndarray]) -> dict[str, float]:
+    return {task: round(100 * float(np.mean(np.asarray(index) == labels[task][: len(index)])), 2)
+            for task, index in result.predictions.items() if task in labels}
+
+
+def match_jpeg(bundle: Path, images: np.ndarray, labels: dict[str, np.ndarray],
+               qualities: list[int]) -> Accuracy:
+    """Split, PNG and JPEG accuracy through the real server on loopback; the lowest matching quality."""
+    from devtune.server_process import ServerProcess
+    from shared.images import encode_image
+
+    with ServerProcess(bundle, auth="off") as server:
+        split = _accuracy(stream(server.url, bundle, images, "split"), labels)
+        png = _accuracy(stream(server.url, bundle, images, "cloud", "PNG"), labels)
+        jpeg = {q: _accuracy(stream(server.url, bundle, images, "cloud", "JPEG", q), labels) for q in qualities}
+    sizes = {q: float(np.mean([len(encode_image(image, "JPEG", q)) for image in images])) for q in qualities}
+    matched = next((q for q in sorted(qualities) if all(jpeg[q][t] >= split[t] - 1.0 for t in split)), None)
+    log.info("split %s, png %s, jpeg %s: matched quality %s", split, png, jpeg, matched)
+    return Accuracy(split, png, jpeg, sizes, matched, len(images))
+
+
+def _link_runs(bundle: Path, images_file: Path, mbit: float, rtt_ms: float, samples: int,
+               quality: int) -> list[ModeRun]:
+    from devtune.link import Link
+
+    name = f"{mbit:g} Mbit/s, {rtt_ms:g} ms"
+    runs = []
+    with Link(bandwidth_mbit=mbit, rtt_ms=rtt_ms, max_seconds=900) as link:
+        env = {**os.environ, "DEVTUNE_CLOUD_HOST": link.cloud_address, "DEVTUNE_CLOUD_PORT": str(PORT),
+               "DEVTUNE_CLOUD_BUNDLE": str(bundle), "DEVTUNE_CLOUD_AUTH": "off",
+               "DEVTUNE_CLOUD_LOG_LEVEL": "warning"}
+        server = link.spawn("cloud", [sys.executable, "-m", "cloud_server"], env=env)
+        link.wait_listening(server, PORT, timeout=90)
+        host, port = link.forward(PORT)
+        for mode in MODES:
+            client_mode, image_format = {"cloud-png": ("cloud", "PNG"), "cloud-jpeg": ("cloud", "JPEG")}.get(
+                mode, (mode, "PNG"))
+            argv = [sys.executable, "-m", "devtune.bench.link.stream", "--server", f"http://{host}:{port}",
+                    "--bundle", str(bundle), "--images", str(images_file), "--mode", client_mode,
+                    "--format", image_format, "--quality", str(quality), "--count", str(samples)]
+            before = link.counters()
+            result = link.run_json("device", argv, timeout=600)
+            wire = link.counters() - before
+            latency = np.asarray(result["latency_ms"])
+            runs.append(ModeRun(
+                name, mbit, rtt_ms, mode, round(float(np.percentile(latency, 50)), 2),
+                round(float(np.percentile(latency, 99)), 2), round(float(latency.mean()), 2), result["fps"],
+                result["paths"], result["body_up"], result["body_down"], result["headers_up"],
+                result["headers_down"], wire.up_bytes, wire.down_bytes, wire.up_packets, wire.down_packets,
+                wire.drops))
+            log.info("%s %s: p50 %.1f ms p99 %.1f ms, %.1f fps, %d B up on the wire", name, mode,
+                     runs[-1].p50_ms, runs[-1].p99_ms, runs[-1].fps, wire.up_bytes)
+    return runs
+
+
+def judge(runs: list[ModeRun], accuracy: Accuracy) -> dict[str, dict[str, Any]]:
+    by = {(r.mbit, r.rtt_ms, r.mode): r for r in runs}
+    links = sorted({(r.mbit, r.rtt_ms) for r in runs})
+    slow = [link for link in links if link[0] == 1.0]
+    png_ratio = {f"{rtt:g} ms": round(by[(m, rtt, "cloud-png")].p50_ms / by[(m, rtt, "split")].p50_ms, 2)
+                 for m, rtt in slow}
+    jpeg_ratio = {f"{rtt:g} ms": round(by[(m, rtt, "cloud-jpeg")].p50_ms / by[(m, rtt, "split")].p50_ms, 2)
+                  for m, rtt in slow}
+    auto: dict[str, Any] = {}
+    for m, rtt in links:
+        fixed = {mode: by[(m, rtt, mode)].p50_ms for mode in MODES if mode != "auto"}
+        got = by[(m, rtt, "auto")].p50_ms
+        auto[f"{m:g} Mbit/s, {rtt:g} ms"] = {"auto": got, "best": min(fixed, key=fixed.__getitem__),
+                                            "ratio": round(got / min(fixed.values()), 3),
+                                            "worst": got >= max(fixed.values())}
+    residuals = {}
+    for r in runs:
+        for side, wire, expected in (("up", r.wire_up, r.expected_up), ("down", r.wire_down, r.expected_down)):
+            residuals[f"{r.link} {r.mode} {side}"] = (wire - expected, abs(wire - expected) <= max(
+                WIRE_TOLERANCE * expected, 2048))
+    return {
+        "split_3x_png_at_1mbit": {"goal": "at 1 Mbit/s split p50 >= 3x faster than cloud-only PNG, every RTT",
+                                  "holds": bool(slow) and all(v >= 3.0 for v in png_ratio.values()),
+                                  "png_over_split": png_ratio},
+        "split_beats_jpeg_at_1mbit": {"goal": "at 1 Mbit/s split p50 faster than matched JPEG, every RTT",
+                                      "holds": bool(slow) and all(v > 1.0 for v in jpeg_ratio.values()),
+                                      "jpeg_over_split": jpeg_ratio, "quality": accuracy.matched_quality},
+        "auto_near_best": {"goal": "auto p50 within 10% of the best fixed mode on every link, never the worst",
+                           "holds": all(v["ratio"] <= 1.10 and not v["worst"] for v in auto.values()),
+                           "links": auto},
+        "wire_matches_payload": {
+            "goal": "bytes at the veth = HTTP bodies + headers + 66 B framing per frame, within 2% (or 2 kB)",
+            "holds": all(ok for _, ok in residuals.values()),
+            "residual_bytes": {k: v for k, (v, _) in residuals.items()}},
+        "no_drops": {"goal": "tbf dropped no frame", "holds": all(r.drops == 0 for r in runs)},
+    }
+
+
+def _measure(args: argparse.Namespace) -> LinkReport:
+    from devtune.link import require_link_support
+    from models.data import load_dataset
+    from shared.bundle import read_manifest
+
+    started = time.perf_counter()
+    require_link_support()
+    bundle = Path(args.bundle).resolve()
+    ensure_bundle(Path(args.bundle), args.data)
+    samples = args.samples or (30 if args.quick else 100)
+    accuracy_samples = args.accuracy_samples or (200 if args.quick else 300)
+    links = QUICK_LINKS if args.quick else LINKS
+    manifest = read_manifest(bundle)
+    test = load_dataset(args.data, "test", count=max(samples, accuracy_samples))
+    classification = {t.name for t in manifest.tasks if t.kind == "classification"}
+    labels = {task: np.asarray(values) for task, values in test.labels.items() if task in classification}
+    qualities = sorted(int(q) for q in str(args.qualities).split(","))
+    accuracy = match_jpeg(bundle, test.images[:accuracy_samples], labels, qualities)
+    quality = accuracy.matched_quality or max(qualities)
+    runs: list[ModeRun] = []
+    with tempfile.TemporaryDirectory(prefix="devtune-link-") as scratch:
+        images_file = Path(scratch) / "images.npy"
+        np.save(images_file, test.images[:samples])
+        for mbit, rtt in links:
+            runs += _link_runs(bundle, images_file, mbit, rtt, samples, quality)
+    report = LinkReport(str(args.bundle), accuracy, runs, judge(runs, accuracy), samples,
+                        round(time.perf_counter() - started, 1))
+    if args.plot and args.out:
+        _plot(report, Path(args.out).with_suffix(".png"))
+    return report
+
+
+def to_json(report: LinkReport) -> dict[str, Any]:
+    document = asdict(report)
+    for run in document["runs"]:
+        run["expected_up"] = run["body_up"] + run["headers_up"] + FRAME_OVERHEAD * run["packets_up"]
+        run["expected_down"] = run["body_down"] + run["headers_down"] + FRAME_OVERHEAD * run["packets_down"]
+    document["machine"] = {"cpus": os.cpu_count(), "loadavg": os.getloadavg()}
+    return document
+
+
+def render(report: LinkReport) -> str:
+    acc = report.accuracy
+    lines = [f"bench link on {report.bundle}, {report.samples} samples per mode and link", "",
+             f"accuracy on {acc.samples} test images (through the server): split {acc.split}, PNG {acc.png}"]
+    for q, tasks in acc.jpeg.items():
+        lines.append(f"  JPEG q{q} ({acc.jpeg_bytes[q]:.0f} B): {tasks}")
+    matched = acc.matched_quality or f"none within 1 point; the highest, q{max(acc.jpeg)}, was used"
+    lines += [f"matched JPEG quality: {matched}", "",
+              (f"{'link':<18} {'mode':<11} {'p50 ms':>8} {'p99 ms':>8} {'fps':>7} {'B/req up':>9} "
+               f"{'wire up':>9} {'wire down':>9}")]
+    for r in report.runs:
+        requests = max(sum(r.paths.values()), 1)
+        lines.append(f"{r.link:<18} {r.mode:<11} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.fps:>7.1f} "
+                     f"{r.body_up / (requests + 2):>9.0f} {r.wire_up:>9d} {r.wire_down:>9d}")
+    lines.append("")
+    for name, target in report.targets.items():
+        extra = {k: v for k, v in target.items() if k not in ("goal", "holds", "residual_bytes")}
+        lines.append(f"{'PASS' if target['holds'] else 'FAIL'}  {name}: {target['goal']}  {extra or ''}")
+    lines.append(f"finished in {report.seconds:.0f} s")
+    return "\n".join(lines)
+
+
+def _plot(report: LinkReport, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rtts = sorted({r.rtt_ms for r in report.runs})
+    figure, axes = plt.subplots(1, len(rtts), figsize=(4.5 * len(rtts), 3.6), squeeze=False)
+    for ax, rtt in zip(axes[0], rtts):
+        for mode in MODES:
+            points = sorted((r.mbit, r.p50_ms) for r in report.runs if r.rtt_ms == rtt and r.mode == mode)
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=mode)
+        ax.set_xscale("log")
+        ax.set_xlabel("bandwidth (Mbit/s)")
+        ax.set_ylabel("p50 latency per sample (ms)")
+        ax.set_title(f"round trip {rtt:g} ms")
+        ax.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    log.info("wrote %s", path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from devtune.link import check_link_support
+
+    reason = check_link_support()
+    if reason is not None:
+        print(f"devtune bench link: cannot emulate a link here: {reason}", file=sys.stderr)
+        return 2
+    return emit_report(args, lambda: _measure(args), to_json, render)
