@@ -62,7 +62,8 @@ def stream(server: str, bundle: str | Path, images: np.ndarray, mode: Mode, imag
     client = DeviceClient(bundle, server, mode=mode, image_format=image_format,  # type: ignore[arg-type]
                           jpeg_quality=quality)
     client.http.event_hooks["response"] = [on_response]
-    latency, paths = [], {}
+    latency: list[float] = []
+    paths: dict[str, int] = {}
     predictions: dict[str, list[int]] = {}
     with client:
         for i in range(warmup):
