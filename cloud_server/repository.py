@@ -153,9 +153,20 @@ def _unpack(archive: bytes, into: Path) -> None:
                         f"archive unpacks to more than {MAX_UNPACKED_BYTES} bytes; send one bundle's cloud half "
                         "(devtune push sends only manifest.json and cloud/)"
                     )
-                tar.extract(member, into, filter="data")
+                _extract(tar, member, into)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ProtocolError(f"upload is not a readable bundle archive ({exc}); send a .tar.gz") from exc
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, into: Path) -> None:
+    """Extract one member that ``_unpack`` checked. With the "data" filter where Python has it
+    (3.11.4 and later); before that (Debian bookworm's 3.11.2) without it, and without the
+    archive's owners and modes, which the checks above make safe: only files and directories,
+    only paths inside ``into``."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extract(member, into, filter="data")
+    else:
+        tar.extract(member, into, set_attrs=False)
 
 
 def _check_files(bundle: Path, manifest: Manifest) -> None:
