@@ -108,7 +108,7 @@ class CloudBundle:
 
     def resolve_tasks(self, tasks: list[str] | None) -> list[str]:
         if tasks is None:
-            return self.task_names
+            return self.manifest.default_tasks
         unknown = [t for t in tasks if t not in self.sessions]
         if unknown:
             raise UnknownTask(

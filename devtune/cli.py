@@ -14,11 +14,14 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 from devtune.tuning_cli import add_tuning_commands, positive_int
 from shared.errors import BundleError, ConfigError, DataError, DeviceTuningError, RemoteError
 from shared.manifest import DEFAULT_CODEC, CodecName
+
+if TYPE_CHECKING:
+    from shared.protocol import Image
 
 __all__ = ["EXIT_CODES", "exit_code", "main"]
 
@@ -106,16 +109,24 @@ def _predict(args: argparse.Namespace) -> int:
     import httpx
 
     from device_client import DeviceClient
-    from shared.protocol import Classification, Regression
+    from shared.protocol import Classification, Image, Regression
 
     tasks = _task_list(args.tasks)
+    if args.preview is not None:
+        from shared.bundle import read_manifest
+
+        manifest = read_manifest(args.bundle)
+        if "preview" not in manifest.task_names:
+            raise ConfigError(f"bundle {args.bundle} has no preview (it was trained without the rd objective); "
+                              "drop --preview or train with `devtune train --objective rd`")
+        tasks = [*(tasks or manifest.default_tasks), "preview"]
     missing = [str(image) for image in args.images if not Path(image).is_file()]
     if missing:
         raise ConfigError(f"image file(s) {missing} not found; check the path(s)")
     timeout = httpx.Timeout(args.timeout, connect=min(3.0, args.timeout))
     with DeviceClient(args.bundle, args.server, api_key=args.api_key, timeout=timeout,
                       retries=args.retries) as client:
-        for image in args.images:
+        for number, image in enumerate(args.images):
             result = client.predict([image], tasks)
             row: dict[str, object] = {}
             for task, preds in result.response.predictions.items():
@@ -124,6 +135,8 @@ def _predict(args: argparse.Namespace) -> int:
                     row[task] = {"label": pred.label, "score": round(pred.score, 4)}
                 elif isinstance(pred, Regression):
                     row[task] = [round(v, 4) for v in pred.values]
+                elif isinstance(pred, Image):
+                    row[task] = str(_write_preview(pred, args.preview, number, len(args.images)))
                 else:
                     row[task] = {"dense": list(pred.shape)}
             if args.json:
@@ -133,6 +146,19 @@ def _predict(args: argparse.Namespace) -> int:
                 shown = "  ".join(f"{k}={_shown(v)}" for k, v in row.items())
                 print(f"{image}: {shown}  [{result.payload_bytes} B, {result.answered_by}]")
     return 0
+
+
+def _write_preview(image: Image, path: Path, number: int, count: int) -> Path:
+    """Save a preview as PNG at ``path`` (``path-<n>.png`` when several images were asked for)."""
+    import numpy as np
+    from PIL import Image as Picture
+
+    out = path if count == 1 else path.with_name(f"{path.stem}-{number}{path.suffix or '.png'}")
+    pixels = np.frombuffer(image.data, np.uint8).reshape(image.shape)
+    side = 4 * max(1, 64 // image.shape[0])  # scaled up, nearest: a 16x16 preview is hard to see
+    Picture.fromarray(pixels).resize((image.shape[1] * side // 4, image.shape[0] * side // 4),
+                                     Picture.Resampling.NEAREST).save(out, format="PNG")
+    return out
 
 
 def _shown(value: object) -> object:
@@ -230,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retries on 502/503/504 and connection failures")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer")
     p.add_argument("--json", action="store_true", help="one JSON line per image")
+    p.add_argument("--preview", type=Path, default=None,
+                   help="also write what the cloud can see of the image (the bundle's preview task) to this "
+                   "PNG; several images write PATH-0.png, PATH-1.png, ...")
     p.set_defaults(func=_predict)
 
     from devtune.bench import add_bench_command

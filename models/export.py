@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from models.dataset import Dataset, TaskInfo
-from models.model import ModelConfig, MultiTaskModel, TaskHead
+from models.model import PREVIEW, ModelConfig, MultiTaskModel, TaskHead
 from models.train import MEAN, STD, TrainResult, metric_for, to_tensor
 from shared.bundle import hash_files, write_manifest
 from shared.entropy import quantize_pmf
@@ -37,6 +37,7 @@ from shared.quantization import quantize
 __all__ = [
     "CHECKPOINT_FILE",
     "DecoderGraph",
+    "PreviewGraph",
     "export_bundle",
     "export_decoder",
     "load_checkpoint",
@@ -79,6 +80,27 @@ class DecoderGraph(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.decoder(z)
         return out * self.std + self.mean if self.regression else out
+
+
+class PreviewGraph(nn.Module):
+    """Dequantized z (B,N,C) -> the preview as an RGB picture in [0, 1], (B,3,S,S): the
+    preview decoder's normalized output with the input normalization undone."""
+
+    def __init__(self, preview: nn.Module) -> None:
+        super().__init__()
+        self.preview = preview
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.preview(z)
+        return (out * self.std + self.mean).clamp(0.0, 1.0)
+
+
+def preview_spec(cfg: ModelConfig) -> TaskSpec:
+    """The preview as a bundle task: answered only when a request names it."""
+    return TaskSpec(name=PREVIEW, kind="image", output_shape=(3, cfg.preview, cfg.preview), metric="mse",
+                    higher_is_better=False, file=f"cloud/{PREVIEW}.onnx", default=False)
 
 
 def _onnx_bytes(module: nn.Module, example: torch.Tensor, input_name: str) -> bytes:
@@ -220,11 +242,15 @@ def export_bundle(
     (bundle_dir / "device" / "encoder.onnx").write_bytes(encoder_onnx)
     for head in result.heads:
         export_decoder(result, head, bundle_dir)
+    tasks = [task_spec(h, {t.name: t for t in train_data.tasks}[h.name], cfg) for h in result.heads]
+    if model.preview is not None:
+        example = torch.rand(2, cfg.tokens, cfg.bottleneck)
+        (bundle_dir / "cloud" / f"{PREVIEW}.onnx").write_bytes(_onnx_bytes(PreviewGraph(model.preview), example, "z"))
+        tasks.append(preview_spec(cfg))
     save_checkpoint(result, bundle_dir / CHECKPOINT_FILE)
 
     counts = symbol_histogram(model, train_data)
     representation = representation_spec(cfg, counts, codec)
-    infos = {t.name: t for t in train_data.tasks}
     probs = counts / counts.sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         entropy_bits = float(-np.nansum(probs * np.log2(probs)) * cfg.tokens)
@@ -244,7 +270,7 @@ def export_bundle(
         device_fingerprint=device_fingerprint(encoder_onnx, representation),
         input=InputSpec(shape=(3, cfg.image_size, cfg.image_size), mean=MEAN, std=STD),
         representation=representation,
-        tasks=[task_spec(h, infos[h.name], cfg) for h in result.heads],
+        tasks=tasks,
         files=hash_files(bundle_dir),
         training=facts,
     )

@@ -7,7 +7,12 @@ import numpy as np
 __all__ = ["METRICS", "metric", "score"]
 
 # kind -> (metric name, higher is better)
-METRICS = {"classification": ("accuracy", True), "regression": ("mae", False), "dense": ("miou", True)}
+METRICS = {
+    "classification": ("accuracy", True),
+    "regression": ("mae", False),
+    "dense": ("miou", True),
+    "image": ("mse", False),  # per pixel and channel, on the [0, 1] scale
+}
 
 
 def metric(kind: str, predicted: np.ndarray, labels: np.ndarray) -> float:
@@ -16,6 +21,8 @@ def metric(kind: str, predicted: np.ndarray, labels: np.ndarray) -> float:
         return float((predicted.reshape(labels.shape) == labels).mean())
     if kind == "regression":
         return float(np.abs(predicted.reshape(labels.shape) - labels).mean())
+    if kind == "image":
+        return float(((predicted.reshape(labels.shape) - labels) ** 2).mean())
     ious = []
     for cls in np.union1d(np.unique(predicted), np.unique(labels)):
         union = ((predicted == cls) | (labels == cls)).sum()

@@ -39,7 +39,8 @@ __all__ = [
 
 FORMAT_VERSION = 1
 
-TaskKind = Literal["classification", "regression", "dense"]
+TaskKind = Literal["classification", "regression", "dense", "image"]
+"""``image``: an RGB picture in [0, 1], (3, H, W); the preview of what the representation keeps."""
 CodecName = Literal["raw-uint8", "packed", "rans", "rans-lanes"]
 DEFAULT_CODEC: CodecName = "rans"
 """The codec new bundles use. ``rans`` is 6-13 bytes a sample smaller than ``rans-lanes`` and as
@@ -124,6 +125,8 @@ class TaskSpec(_Frozen):
     higher_is_better: bool
     file: str
     """Path of the decoder ONNX, relative to the bundle directory."""
+    default: bool = True
+    """Answered when a request names no tasks; False: only when asked for by name (the preview)."""
 
 
 class FallbackSpec(_Frozen):
@@ -154,6 +157,11 @@ class Manifest(_Frozen):
     @property
     def task_names(self) -> list[str]:
         return [task.name for task in self.tasks]
+
+    @property
+    def default_tasks(self) -> list[str]:
+        """The tasks a request that names none gets."""
+        return [task.name for task in self.tasks if task.default]
 
     def task(self, name: str) -> TaskSpec:
         for task in self.tasks:

@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shared.manifest import TaskSpec
-from shared.protocol import Classification, Dense, Prediction, Regression
+from shared.protocol import Classification, Dense, Image, Prediction, Regression
 
 __all__ = ["to_predictions"]
 
@@ -29,5 +29,8 @@ def to_predictions(task: TaskSpec, outputs: npt.NDArray[np.float32]) -> list[Pre
         ]
     if task.kind == "regression":
         return [Regression(values=[float(v) for v in row]) for row in outputs.reshape(len(outputs), -1)]
+    if task.kind == "image":  # (B, 3, H, W) in [0, 1] -> (H, W, 3) uint8 per sample
+        pixels = (np.clip(outputs, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)
+        return [Image(shape=(int(p.shape[0]), int(p.shape[1]), 3), data=p.tobytes()) for p in pixels]
     maps = outputs.argmax(axis=1).astype(np.uint8)  # (B, H, W) class per pixel
     return [Dense(shape=(int(m.shape[0]), int(m.shape[1])), data=m.tobytes()) for m in maps]

@@ -54,6 +54,7 @@ __all__ = [
     "RESPONSE_VERSION",
     "Classification",
     "Dense",
+    "Image",
     "Limits",
     "PredictRequest",
     "PredictResponse",
@@ -140,7 +141,15 @@ class Dense(_Message):
     data: bytes
 
 
-Prediction = Annotated[Classification | Regression | Dense, Field(discriminator="kind")]
+class Image(_Message):
+    """An RGB picture, row-major (H, W, 3) uint8: what the cloud can see of the input."""
+
+    kind: Literal["image"] = "image"
+    shape: tuple[int, int, int]
+    data: bytes
+
+
+Prediction = Annotated[Classification | Regression | Dense | Image, Field(discriminator="kind")]
 
 
 class Timing(_Message):

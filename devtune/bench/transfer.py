@@ -164,7 +164,7 @@ def _bundle_side(bundle: Path, infos: list[TaskInfo], train: Dataset, val: Datas
     log.info("represented %d samples through %s in %.0f s", sum(len(p) for p in (train, val, test)), bundle,
              time.perf_counter() - started)
     trained = {spec.name: onnx_score((bundle / spec.file).read_bytes(), heads_for([spec_info(spec)])[0], splits[2])
-               for spec in manifest.tasks}
+               for spec in manifest.tasks if spec.default}
     config = TuneConfig(threads=threads, **({"epochs": epochs} if epochs else {}))
     tuned = {}
     for info, head in zip(infos, heads_for(infos)):
