@@ -231,7 +231,7 @@ def judge(tasks: list[TaskResult], bundle: BundleFacts, baseline: BundleFacts | 
         "beats_pixels": {"goal": "tuned beats the 16x16 pixel probe on every held-out task",
                          "holds": not losers, "failing": losers},
         "near_joint": {"goal": "mean gap to joint at most 2 points (5% relative for errors)",
-                       "holds": bool(gaps) and float(np.mean(gaps)) <= 1.0,
+                       "holds": float(np.mean(gaps)) <= 1.0 if gaps else None,  # None: no joint run
                        "mean_gap_units": round(float(np.mean(gaps)), 3) if gaps else None},
     }
     if baseline is not None:
@@ -332,7 +332,8 @@ def render(report: TransferReport) -> str:
     lines.append("")
     for name, target in report.targets.items():
         extra = {k: v for k, v in target.items() if k not in ("goal", "holds")}
-        lines.append(f"{'PASS' if target['holds'] else 'FAIL'}  {name}: {target['goal']}  {extra or ''}")
+        verdict = {True: "PASS", False: "FAIL", None: "----"}[target["holds"]]
+        lines.append(f"{verdict}  {name}: {target['goal']}  {extra or ''}")
     lines.append(f"finished in {report.seconds:.0f} s")
     return "\n".join(lines)
 
