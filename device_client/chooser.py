@@ -8,11 +8,17 @@ weighted moving averages (EWMA, weight ``alpha`` on the newest) of::
     bytes_per_ms    bytes / (network time - rtt) of larger ones: the bandwidth
     per path        device compute ms, server ms, bytes up + down (HTTP headers included)
 
-and predicts each path's latency as::
+and per path the network time it took (round trip minus server time). It predicts::
 
     device   compute
-    split    compute + rtt + bytes / bandwidth + server      (encoder here, decoders there)
-    cloud    compute + rtt + bytes / bandwidth + server      (compute: resizing and PNG/JPEG)
+    split    compute + network + server      (encoder here, decoders there)
+    cloud    compute + network + server      (compute: resizing and PNG/JPEG)
+
+with ``network`` the path's own EWMA; ``rtt + bytes / bandwidth`` from the link estimates
+stands in only while the path has no network time of its own. (A first version predicted
+every path from rtt and bandwidth alone; split's answers, 2 kB with a dense map, then
+counted as "large", the round trip stayed at its first, handshake-inflated sample, and auto
+chose badly. A path's own history needs no such split into two unknowns.)
 
 It takes the smallest. Paths it has not tried yet are tried first, one each; then every
 ``probe_every``-th request goes to the path tried least recently, so that an estimate
@@ -30,7 +36,7 @@ from typing import Literal
 __all__ = ["HEADER_BYTES", "SMALL_BYTES", "Path", "PathChooser", "PathStats"]
 
 Path = Literal["split", "cloud", "device"]
-SMALL_BYTES = 2048
+SMALL_BYTES = 4096
 """Requests with fewer bytes up + down than this update the round trip, larger ones the bandwidth."""
 HEADER_BYTES = 200
 """HTTP request and response headers, added to the body sizes (about what httpx and uvicorn send)."""
@@ -47,6 +53,7 @@ class PathStats:
     compute_ms: float | None = None  # on the device
     server_ms: float | None = None  # the server's total_ms (0 for device)
     wire_bytes: float | None = None  # up + down, headers included
+    network_ms: float | None = None  # round trip minus server time
     last_used: int = -1  # request number
 
 
@@ -74,6 +81,8 @@ class PathChooser:
             return seen.compute_ms
         if seen.server_ms is None or seen.wire_bytes is None or self.rtt_ms is None:
             return None
+        if seen.network_ms is not None:
+            return seen.compute_ms + seen.network_ms + seen.server_ms
         if self.bytes_per_ms is None:
             if seen.wire_bytes >= SMALL_BYTES:
                 return None  # a big request and no bandwidth yet: probe it
@@ -106,6 +115,7 @@ class PathChooser:
         seen.server_ms = _ewma(seen.server_ms, server_ms, self.alpha)
         seen.wire_bytes = _ewma(seen.wire_bytes, wire, self.alpha)
         network_ms = max(roundtrip_ms - server_ms, 0.0)
+        seen.network_ms = _ewma(seen.network_ms, network_ms, self.alpha)
         if wire < SMALL_BYTES or self.rtt_ms is None:
             transfer = wire / self.bytes_per_ms if self.bytes_per_ms else 0.0
             self.rtt_ms = _ewma(self.rtt_ms, max(network_ms - transfer, 0.0), self.alpha)
