@@ -12,6 +12,7 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from shared.entropy import validate_freqs
 from shared.errors import CodecError
 from shared.manifest import RepresentationSpec
 
@@ -38,6 +39,22 @@ class Codec(ABC):
     @abstractmethod
     def decode(self, payload: bytes, shape: tuple[int, int, int]) -> Symbols:
         """Inverse of ``encode``; raises ``CodecError`` when the bytes do not fit ``shape``."""
+
+    def entropy_tables(self) -> tuple[npt.NDArray[np.int64], int]:
+        """The manifest's frequency tables (C, L) and their precision, checked against this
+        representation, for an entropy codec; CodecError saying to rebuild the bundle when they
+        are missing or do not fit."""
+        entropy = self.spec.entropy
+        if entropy is None:
+            raise CodecError(f"codec {self.name!r} needs entropy tables in the manifest; rebuild the bundle")
+        freqs = validate_freqs(entropy.freqs, entropy.precision)
+        expected = (self.spec.shape[1], self.levels)
+        if freqs.shape != expected:
+            raise CodecError(
+                f"entropy tables are {list(freqs.shape)}, the representation needs {list(expected)} "
+                "(channels x levels); rebuild the bundle"
+            )
+        return freqs, entropy.precision
 
     def check_shape(self, shape: tuple[int, ...]) -> None:
         if len(shape) != 3 or tuple(shape[1:]) != self.spec.shape or shape[0] < 1:

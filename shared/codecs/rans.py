@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from shared.codecs.base import Codec, Symbols, register
-from shared.entropy import RansCoder, cdf_from_freqs, validate_freqs
-from shared.errors import CodecError
+from shared.entropy import RansCoder, cdf_from_freqs
 from shared.manifest import RepresentationSpec
 
 
@@ -14,16 +13,8 @@ class RansCodec(Codec):
 
     def __init__(self, spec: RepresentationSpec) -> None:
         super().__init__(spec)
-        if spec.entropy is None:
-            raise CodecError("codec 'rans' needs entropy tables in the manifest; rebuild the bundle")
-        freqs = validate_freqs(spec.entropy.freqs, spec.entropy.precision)
-        expected = (spec.shape[1], self.levels)
-        if freqs.shape != expected:
-            raise CodecError(
-                f"entropy tables are {list(freqs.shape)}, the representation needs {list(expected)} "
-                "(channels x levels); rebuild the bundle"
-            )
-        self.coder = RansCoder(cdf_from_freqs(freqs), spec.entropy.precision)
+        freqs, precision = self.entropy_tables()
+        self.coder = RansCoder(cdf_from_freqs(freqs), precision)
 
     def encode(self, symbols: Symbols) -> bytes:
         self.check_symbols(symbols)

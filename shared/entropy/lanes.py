@@ -51,7 +51,7 @@ from shared.entropy import lanes_header as header
 from shared.entropy import lanes_kernels as kernels
 from shared.entropy.lanes_kernels import LOW
 from shared.entropy.lanes_layout import Layout, information, lanes_for, layout_for
-from shared.entropy.tables import cdf_from_freqs, check_precision, validate_cdf, validate_freqs
+from shared.entropy.tables import TableCoder
 from shared.errors import CodecError
 
 __all__ = ["LanesCoder"]
@@ -61,7 +61,7 @@ VECTOR_LANES = 24
 _RETRY = "re-encode it with the bundle's tables"
 
 
-class LanesCoder:
+class LanesCoder(TableCoder):
     """``rans-lanes`` coder bound to one validated CDF table (C, L+1) and precision.
 
     Build it once per bundle and reuse it; ``encode`` / ``decode`` pick the pure-Python
@@ -69,10 +69,8 @@ class LanesCoder:
     """
 
     def __init__(self, cdf: npt.ArrayLike, precision: int) -> None:
-        self._precision = check_precision(precision)
-        table = validate_cdf(cdf, self._precision)
-        table.setflags(write=False)
-        self._cdf = table
+        super().__init__(cdf, precision)
+        table = self._cdf
         total = 1 << self._precision
         freqs = np.diff(table, axis=1)
         starts = table[:, :-1]
@@ -97,27 +95,6 @@ class LanesCoder:
         self._packed: npt.NDArray[np.uint32] | None = None
         self._slot_symbols: npt.NDArray[np.uint8] | None = None
 
-    @classmethod
-    def from_freqs(cls, freqs: npt.ArrayLike, precision: int) -> LanesCoder:
-        """Coder for a frequency table (C, L), e.g. ``EntropySpec.freqs`` from a manifest."""
-        return cls(cdf_from_freqs(validate_freqs(freqs, precision)), precision)
-
-    @property
-    def cdf(self) -> npt.NDArray[np.int64]:
-        """The validated table, (C, L+1) int64, read-only."""
-        return self._cdf
-
-    @property
-    def precision(self) -> int:
-        return self._precision
-
-    @property
-    def channels(self) -> int:
-        return int(self._cdf.shape[0])
-
-    @property
-    def levels(self) -> int:
-        return int(self._cdf.shape[1]) - 1
 
     def encode(self, symbols: npt.ArrayLike, vectorized: bool | None = None) -> bytes:
         """Symbols (..., N, C) in [0, L) -> payload. ``vectorized`` forces a kernel (tests)."""

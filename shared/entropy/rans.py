@@ -32,7 +32,7 @@ from itertools import cycle, islice
 import numpy as np
 import numpy.typing as npt
 
-from shared.entropy.tables import cdf_from_freqs, check_precision, validate_cdf, validate_freqs
+from shared.entropy.tables import TableCoder, check_precision, validate_freqs
 from shared.errors import CodecError
 
 __all__ = ["HEADER_BYTES", "STATE_LOW", "RansCoder", "coder_for", "decode", "encode", "ideal_bits"]
@@ -49,20 +49,18 @@ _EncodeEntry = tuple[int, int, int, int]  # freq, start, renorm bound, 2**precis
 _DecodeTable = tuple[bytes, list[tuple[int, int]]]  # slot -> symbol; symbol -> (freq, start)
 
 
-class RansCoder:
+class RansCoder(TableCoder):
     """rANS coder bound to one validated CDF table (C, L+1) and precision.
 
     Build it once per bundle and reuse it: construction validates the table and
     precomputes the encode lists; the decode lookup lists are built on first decode.
     """
 
-    __slots__ = ("_cdf", "_decode_luts", "_encode_entries", "_offsets", "_precision")
+    __slots__ = ("_decode_luts", "_encode_entries", "_offsets")
 
     def __init__(self, cdf: npt.ArrayLike, precision: int) -> None:
-        self._precision = check_precision(precision)
-        table = validate_cdf(cdf, self._precision)
-        table.setflags(write=False)
-        self._cdf = table
+        super().__init__(cdf, precision)
+        table = self._cdf
         channels, levels = table.shape[0], table.shape[1] - 1
         freqs = np.diff(table, axis=1)
         total = 1 << self._precision
@@ -74,27 +72,6 @@ class RansCoder:
         self._offsets = np.arange(channels, dtype=np.int64) * levels
         self._decode_luts: list[_DecodeTable] | None = None
 
-    @classmethod
-    def from_freqs(cls, freqs: npt.ArrayLike, precision: int) -> RansCoder:
-        """Coder for a frequency table (C, L), e.g. ``EntropySpec.freqs`` from a manifest."""
-        return cls(cdf_from_freqs(validate_freqs(freqs, precision)), precision)
-
-    @property
-    def cdf(self) -> npt.NDArray[np.int64]:
-        """The validated table, (C, L+1) int64, read-only."""
-        return self._cdf
-
-    @property
-    def precision(self) -> int:
-        return self._precision
-
-    @property
-    def channels(self) -> int:
-        return int(self._cdf.shape[0])
-
-    @property
-    def levels(self) -> int:
-        return int(self._cdf.shape[1]) - 1
 
     def encode(self, symbols: npt.ArrayLike) -> bytes:
         """Symbols (..., C), integers in [0, L) -> payload bytes."""

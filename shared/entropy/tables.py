@@ -14,6 +14,7 @@ integer arithmetic in a fixed order.
 from __future__ import annotations
 
 import math
+from typing import Self
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +26,7 @@ __all__ = [
     "MAX_PRECISION",
     "MIN_LEVELS",
     "MIN_PRECISION",
+    "TableCoder",
     "cdf_from_freqs",
     "check_precision",
     "quantize_pmf",
@@ -213,3 +215,38 @@ def _check_totals(totals: Table, precision: int, what: str) -> None:
             f"{what} {channel} totals {int(totals[channel])}, expected 2**{precision} = "
             f"{1 << precision}; the table was built for another precision or is corrupt"
         )
+
+
+class TableCoder:
+    """What every coder over one validated CDF table (C, L+1) shares: the table, its
+    precision, and the shape they give. Subclasses build their lookup lists from it."""
+
+    __slots__ = ("_cdf", "_precision")
+
+    def __init__(self, cdf: npt.ArrayLike, precision: int) -> None:
+        self._precision = check_precision(precision)
+        table = validate_cdf(cdf, self._precision)
+        table.setflags(write=False)
+        self._cdf = table
+
+    @classmethod
+    def from_freqs(cls, freqs: npt.ArrayLike, precision: int) -> Self:
+        """Coder for a frequency table (C, L), e.g. ``EntropySpec.freqs`` from a manifest."""
+        return cls(cdf_from_freqs(validate_freqs(freqs, precision)), precision)
+
+    @property
+    def cdf(self) -> npt.NDArray[np.int64]:
+        """The validated table, (C, L+1) int64, read-only."""
+        return self._cdf
+
+    @property
+    def precision(self) -> int:
+        return self._precision
+
+    @property
+    def channels(self) -> int:
+        return int(self._cdf.shape[0])
+
+    @property
+    def levels(self) -> int:
+        return int(self._cdf.shape[1]) - 1
