@@ -56,7 +56,9 @@ class LocalDecoders:
         self, symbols: npt.NDArray[np.uint8], tasks: Sequence[str] | None = None
     ) -> tuple[dict[str, list[Prediction]], float]:
         """Predictions for quantized symbols (B, N, C), and the milliseconds the decoders took."""
-        wanted = list(tasks) if tasks is not None else self.task_names
+        # No tasks named: the bundle's default ones (as the server answers), those this device holds.
+        defaults = [name for name in self.manifest.default_tasks if name in self.sessions]
+        wanted = list(tasks) if tasks is not None else defaults
         missing = [task for task in wanted if task not in self.sessions]
         if missing:
             raise UnknownTask(

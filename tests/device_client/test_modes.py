@@ -54,12 +54,16 @@ def test_a_bad_mode_is_refused(tiny_bundle: Path) -> None:
         DeviceClient(tiny_bundle, "http://127.0.0.1:9", mode="edge")  # type: ignore[arg-type]
 
 
-def test_auto_tries_every_path_then_keeps_the_fastest(server: str, tiny_bundle: Path, images: np.ndarray) -> None:
+def test_auto_tries_every_path_and_knows_each(server: str, tiny_bundle: Path, images: np.ndarray) -> None:
     with DeviceClient(tiny_bundle, server, mode="auto") as auto:
-        paths = [auto.predict([images[i % len(images)]]).path for i in range(30)]
-    assert set(paths[:3]) == {"split", "cloud", "device"}
-    # On loopback with the decoders here, device-only is fastest: it wins all but the probes.
-    assert paths[3:].count("device") >= 24, paths
+        results = [auto.predict([images[i % len(images)]]) for i in range(12)]
+        assert auto.chooser is not None
+        assert all(auto.chooser.predicted_ms(path) is not None for path in ("split", "cloud", "device"))
+    assert {r.path for r in results[:3]} == {"split", "cloud", "device"}
+    # Which path wins on loopback depends on the machine's load: the choice itself is tested on
+    # a synthetic link below, and measured over real links by `devtune bench link`.
+    assert {(r.path, r.encoder_at, r.decoders_at) for r in results} <= {
+        ("split", "device", "cloud"), ("cloud", "cloud", "cloud"), ("device", "device", "device")}
 
 
 def feed(chooser: PathChooser, link_ms: float, bytes_per_ms: float, device: dict[str, float],
