@@ -22,6 +22,7 @@ __all__ = [
     "PREVIEW",
     "Block",
     "Compressor",
+    "FallbackHead",
     "ModelConfig",
     "MultiTaskModel",
     "PreviewDecoder",
@@ -220,6 +221,41 @@ class TaskDecoder(nn.Module):
             return self.out(x.transpose(1, 2).reshape(b, d, self.grid, self.grid))  # (B, K, S, S)
         # mean and max over tokens: a small object lives in a few tokens, the mean dilutes it
         return self.out(torch.cat([x.mean(dim=1), x.amax(dim=1)], dim=-1))  # (B, out)
+
+
+class FallbackHead(nn.Module):
+    """A small head the device can run itself: z (B,N,C) -> the task's output.
+
+    A per-token MLP plus a learned position per token, then mean and max over tokens (max
+    keeps what lives in a few tokens, the position term keeps where), then an MLP; dense
+    tasks stay per token and are upsampled bilinearly. About 5k parameters at width 32.
+    """
+
+    def __init__(self, cfg: ModelConfig, head: TaskHead, width: int = 32) -> None:
+        super().__init__()
+        self.head = head
+        self.grid = cfg.grid
+        self.token = nn.Sequential(
+            nn.Linear(cfg.bottleneck, width), nn.GELU(), nn.Linear(width, width), nn.GELU()
+        )
+        # Without it pooling forgets where a token was: a quadrant head stayed at chance.
+        self.pos = nn.Parameter(torch.zeros(1, cfg.tokens, width))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        if head.kind == "dense":
+            self.out: nn.Module = nn.Linear(width, head.out)
+        else:
+            self.out = nn.Sequential(nn.Linear(2 * width, width), nn.GELU(), nn.Linear(width, head.out))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        t = self.token(z) + self.pos  # (B, N, W)
+        if self.head.kind == "dense":
+            b = t.shape[0]
+            # (B, K, g, g)
+            logits = self.out(t).transpose(1, 2).reshape(b, self.head.out, self.grid, self.grid)
+            size = (self.head.dense_size, self.head.dense_size)
+            return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)  # (B, K, S, S)
+        pooled: torch.Tensor = self.out(torch.cat([t.mean(dim=1), t.amax(dim=1)], dim=-1))  # (B, out)
+        return pooled
 
 
 class PreviewDecoder(nn.Module):
