@@ -26,6 +26,7 @@ from cloud_server.dataplane import DataPlane
 from cloud_server.deps import Plane, inference_access, read_body
 from cloud_server.errors import install_error_handlers
 from cloud_server.follower import RepositoryFollower
+from cloud_server.image_input import image_router
 from cloud_server.metrics import Metrics
 from cloud_server.observe import Observe
 from cloud_server.oip import oip_public_router, oip_router
@@ -124,7 +125,7 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     app.include_router(admin_router)
     app.include_router(oip_public_router)
     app.include_router(oip_router)
-    app.include_router(__import__("cloud_server.image_input", fromlist=["image_router"]).image_router)
+    app.include_router(image_router)
     app.add_middleware(Observe, metrics=metrics)
     # Outermost: refuse what cannot be served before paying for it (admission.py).
     app.add_middleware(AdmissionGate, limit=settings.max_queue + settings.max_batch_size, metrics=metrics)

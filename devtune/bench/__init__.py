@@ -25,6 +25,7 @@ KINDS = {
     "rate": "rate-accuracy sweep against float32, uint8, zstd, PNG and JPEG baselines",
     "serve": "load generator against the real server: batching, encodings, overload, many tasks",
     "tune": "held-out task: tuned decoder vs joint training vs device fallback head",
+    "link": "split vs cloud-only (PNG, matched JPEG) vs device-only vs auto over emulated links (root)",
     "transfer": "the held-out suite: tuned on the frozen bundle vs 16x16 pixel probe vs joint training",
     "entropy": "rANS coder alone: encode / decode us and bytes per sample on a 64 x 8 message (CPU, seconds)",
 }
