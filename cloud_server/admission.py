@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cloud_server.errors import error_response
 from cloud_server.metrics import Metrics
-from shared.errors import Overloaded
+from shared.errors import ConfigError, Overloaded
 
 __all__ = ["AdmissionGate", "inference_protocol", "is_inference"]
 
@@ -46,7 +46,7 @@ class AdmissionGate:
 
     def __init__(self, app: ASGIApp, limit: int, metrics: Metrics | None = None, retry_after: float = 1.0) -> None:
         if limit < 1:
-            raise ValueError(f"admission limit must be at least 1, got {limit}")
+            raise ConfigError(f"admission limit must be at least 1, got {limit}; raise max_queue or max_batch_size")
         self.app = app
         self.limit = limit
         self.metrics = metrics

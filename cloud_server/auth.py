@@ -18,6 +18,7 @@ from enum import Enum
 from fastapi import HTTPException, Request
 
 from cloud_server.settings import CloudSettings
+from shared.errors import ConfigError
 
 __all__ = ["Access", "KeyRing", "keyring_from"]
 
@@ -73,7 +74,7 @@ def keyring_from(settings: CloudSettings) -> KeyRing:
             inference += list(stored.get("inference", []))
             admin += list(stored.get("admin", []))
         except (OSError, ValueError, AttributeError) as exc:
-            raise ValueError(
+            raise ConfigError(
                 f"cannot read keys file {settings.keys_file} ({exc}); it must be JSON like "
                 '{"inference": ["..."], "admin": ["..."]}'
             ) from exc
@@ -85,7 +86,7 @@ def keyring_from(settings: CloudSettings) -> KeyRing:
     if mode == "off":
         return KeyRing(False, (), ())
     if not inference:
-        raise ValueError(
+        raise ConfigError(
             "auth is on but no inference API key is configured: set DEVTUNE_CLOUD_API_KEYS (JSON list) "
             "or DEVTUNE_CLOUD_KEYS_FILE, or switch auth off explicitly with DEVTUNE_CLOUD_AUTH=off"
         )
