@@ -138,15 +138,15 @@ def run_demo(bundle: Path, samples: int | None = None, as_json: bool = False, re
 
 
 def _overhead(manifest: Manifest) -> float:
-    """msgpack framing of a one-sample request without its payload bytes."""
+    """msgpack framing of a one-sample request without its payload bytes, in the protocol the
+    device client sends (v2: the 8-byte bundle id, no quantization fields)."""
     from shared.protocol import PROTOCOL_VERSION, PredictRequest, Representation, pack_request
 
     rep = manifest.representation
     empty = PredictRequest(
         v=PROTOCOL_VERSION,
-        bundle=manifest.device_fingerprint,
-        rep=Representation(codec=rep.codec, shape=(1, *rep.shape), bits=rep.quant.bits,
-                           scale=rep.quant.scale, zero_point=rep.quant.zero_point, data=b""),
+        bundle=manifest.device_fingerprint[:16],
+        rep=Representation(codec=rep.codec, shape=(1, *rep.shape), data=b""),
     )
     return float(len(pack_request(empty)))
 
