@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-__all__ = ["emit_report", "stdout_to_stderr"]
+__all__ = ["emit_report", "save_figure", "stdout_to_stderr"]
 
 log = logging.getLogger("devtune")
 
@@ -59,3 +59,14 @@ def emit_report(
         out.write_text(json.dumps(document, indent=2) + "\n")
         log.info("wrote %s", out)
     return 0
+
+
+def save_figure(figure: Any, path: Path) -> None:
+    """Write a matplotlib figure as PNG at ``path`` (its folder made), then free it."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    log.info("wrote %s", path)

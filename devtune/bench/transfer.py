@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from devtune.bench.bundles import DEFAULT_BUNDLE, ensure_bundle
-from devtune.bench.output import emit_report
+from devtune.bench.output import emit_report, save_figure
 
 if TYPE_CHECKING:
     from models.dataset import Dataset, TaskInfo
@@ -357,11 +357,7 @@ def _plot(report: TransferReport, path: Path) -> None:
     for ax in axes.ravel()[len(report.tasks):]:
         ax.axis("off")
     figure.suptitle(f"transfer suite: {report.bundle.path} ({report.bundle.bytes_per_sample:.0f} B/sample)")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    log.info("wrote %s", path)
+    save_figure(figure, path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -283,17 +283,7 @@ class LanesCoder(TableCoder):
             shape[-1] == self.channels
         ):
             return shape  # the common case, checked without building anything
-        dims = tuple(shape) if isinstance(shape, (tuple, list)) else ()
-        if (
-            not dims
-            or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0 for d in dims)
-            or dims[-1] != self.channels
-        ):
-            raise CodecError(
-                f"shape {list(dims)} is not (..., {self.channels}) with non-negative ints; "
-                "pass the representation shape from the bundle manifest"
-            )
-        return tuple(int(d) for d in dims)
+        return self.checked_shape(shape)
 
 
 def _bad_final(lane: int, state: int, lay: Layout) -> CodecError:

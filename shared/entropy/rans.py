@@ -171,17 +171,7 @@ class RansCoder(TableCoder):
         return result
 
     def _check_shape(self, shape: tuple[int, ...]) -> int:
-        dims = tuple(shape) if isinstance(shape, (tuple, list)) else ()
-        if (
-            not dims
-            or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0 for d in dims)
-            or dims[-1] != self.channels
-        ):
-            raise CodecError(
-                f"shape {list(dims)} is not (..., {self.channels}) with non-negative ints; "
-                "pass the representation shape from the bundle manifest"
-            )
-        return int(np.prod(dims, dtype=np.int64))
+        return int(np.prod(self.checked_shape(shape), dtype=np.int64))
 
     def _luts(self) -> list[_DecodeTable]:
         """Per channel: slot -> symbol as bytes (1 byte a slot), and symbol -> (freq, start).

@@ -250,3 +250,17 @@ class TableCoder:
     @property
     def levels(self) -> int:
         return int(self._cdf.shape[1]) - 1
+
+    def checked_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """``shape`` as a tuple of ints (..., C) for this table; CodecError saying where it comes from."""
+        dims = tuple(shape) if isinstance(shape, (tuple, list)) else ()
+        if (
+            not dims
+            or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0 for d in dims)
+            or dims[-1] != self.channels
+        ):
+            raise CodecError(
+                f"shape {list(dims)} is not (..., {self.channels}) with non-negative ints; "
+                "pass the representation shape from the bundle manifest"
+            )
+        return tuple(int(d) for d in dims)

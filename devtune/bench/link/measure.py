@@ -16,7 +16,7 @@ import numpy as np
 
 from devtune.bench.bundles import ensure_bundle
 from devtune.bench.link.stream import StreamResult, stream
-from devtune.bench.output import emit_report
+from devtune.bench.output import emit_report, save_figure
 
 __all__ = ["FRAME_OVERHEAD", "LINKS", "QUICK_LINKS", "ModeRun", "run"]
 
@@ -255,11 +255,7 @@ def _plot(report: LinkReport, path: Path) -> None:
         ax.set_ylabel("p50 latency per sample (ms)")
         ax.set_title(f"round trip {rtt:g} ms")
         ax.legend(fontsize=8)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    log.info("wrote %s", path)
+    save_figure(figure, path)
 
 
 def run(args: argparse.Namespace) -> int:
