@@ -48,6 +48,7 @@ class CloudBundle:
             for task in self.manifest.tasks
         }
         self.task_names = list(self.sessions)
+        self.default_tasks = self.manifest.default_tasks  # what a request naming no task gets
 
     @property
     def fingerprint(self) -> str:
@@ -108,7 +109,7 @@ class CloudBundle:
 
     def resolve_tasks(self, tasks: list[str] | None) -> list[str]:
         if tasks is None:
-            return self.manifest.default_tasks
+            return self.default_tasks
         unknown = [t for t in tasks if t not in self.sessions]
         if unknown:
             raise UnknownTask(

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from shared.bundle import MANIFEST_FILE, read_manifest
-from shared.manifest import Manifest
 
 __all__ = ["run_demo"]
 
@@ -65,7 +64,7 @@ def run_demo(bundle: Path, samples: int | None = None, as_json: bool = False, re
     test = make_shapes("test", count=samples)
 
     collected: dict[str, list[object]] = {t: [] for t in manifest.default_tasks}
-    payload, device_ms, server_ms, total_ms = [], [], [], []
+    payload, coded, device_ms, server_ms, total_ms = [], [], [], [], []
     # the server logs warnings only, unless -v asks for its INFO lines too
     if verbose:
         process = ServerProcess(bundle, auth="off", log_level="info")
@@ -76,8 +75,10 @@ def run_demo(bundle: Path, samples: int | None = None, as_json: bool = False, re
         sent = time.perf_counter()
         for image in progress(test.images, "http", unit="sample"):
             t0 = time.perf_counter()
-            result = client.predict([image])
+            encoded = client.encoder.encode([image])  # what DeviceClient.predict does, keeping the payload
+            result = client.send(encoded)
             total_ms.append((time.perf_counter() - t0) * 1000)
+            coded.append(len(encoded.payload))
             device_ms.append(result.encode_ms)
             server_ms.append(result.response.timing.total_ms)
             payload.append(result.payload_bytes)
@@ -118,7 +119,7 @@ def run_demo(bundle: Path, samples: int | None = None, as_json: bool = False, re
         "tasks": tasks,
         "bytes_per_sample": {
             "payload": round(float(np.mean(payload)), 1),
-            "representation": round(float(np.mean(payload)) - _overhead(manifest), 1),
+            "representation": round(float(np.mean(coded)), 1),
             "float32_representation": n * d * 4,
             "raw_input": int(np.prod(test.images.shape[1:])),
             "png_input": round(_png_bytes(test.images), 1),
@@ -135,20 +136,6 @@ def run_demo(bundle: Path, samples: int | None = None, as_json: bool = False, re
     else:
         _print_table(report)
     return 0
-
-
-def _overhead(manifest: Manifest) -> float:
-    """msgpack framing of a one-sample request without its payload bytes, in the protocol the
-    device client sends (v2: the 8-byte bundle id, no quantization fields)."""
-    from shared.protocol import PROTOCOL_VERSION, PredictRequest, Representation, pack_request
-
-    rep = manifest.representation
-    empty = PredictRequest(
-        v=PROTOCOL_VERSION,
-        bundle=manifest.device_fingerprint[:16],
-        rep=Representation(codec=rep.codec, shape=(1, *rep.shape), data=b""),
-    )
-    return float(len(pack_request(empty)))
 
 
 def _print_table(report: dict[str, object]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["METRICS", "metric", "score"]
+__all__ = ["METRICS", "chance", "metric", "score"]
 
 # kind -> (metric name, higher is better)
 METRICS = {
@@ -37,3 +37,16 @@ def score(kind: str, outputs: np.ndarray, labels: np.ndarray) -> float:
     if kind == "dense":
         return metric(kind, outputs.argmax(1), labels)
     return metric(kind, outputs, labels)
+
+
+def chance(kind: str, labels: np.ndarray) -> float | None:
+    """What ignoring the input scores: the majority class, the median value, or the majority
+    class everywhere in a map (None for kinds without labels to guess)."""
+    if kind == "classification":
+        return float(np.bincount(labels).max() / len(labels))
+    if kind == "regression":
+        return float(np.abs(labels - np.median(labels, axis=0)).mean())
+    if kind == "dense":
+        majority = np.bincount(labels.ravel()).argmax()
+        return metric(kind, np.full_like(labels, majority), labels)
+    return None

@@ -12,9 +12,10 @@ import pytest
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small but real bundle: trained for one short epoch, exported to ONNX, rans codec."""
+def train_tiny_bundle(out: Path, name: str, count: int = 512, epochs: int = 1, preview: int = 0,
+                      distortion: float = 0.0) -> Path:
+    """A small but real bundle at ``out``: a narrow model trained briefly, exported to ONNX, rans codec
+    (``preview``/``distortion``: the rd objective's thumbnail decoder and its weight)."""
     import torch
 
     from models.data import make_shapes
@@ -23,12 +24,17 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from models.train import TrainConfig, train
 
     torch.manual_seed(0)
-    data = make_shapes("train", count=512)
-    cfg = ModelConfig(dim=32, depth=1, heads=2, decoder_dim=32, bits=4)
-    result = train(cfg, TrainConfig(epochs=1, batch_size=64), data, progress=False)
-    out = tmp_path_factory.mktemp("bundle") / "tiny"
-    export_bundle(result, data, out, name="tiny")
+    data = make_shapes("train", count=count)
+    cfg = ModelConfig(dim=32, depth=1, heads=2, decoder_dim=32, bits=4, preview=preview)
+    result = train(cfg, TrainConfig(epochs=epochs, batch_size=64, distortion=distortion), data, progress=False)
+    export_bundle(result, data, out, name=name)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small but real bundle: trained for one short epoch, exported to ONNX, rans codec."""
+    return train_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny", "tiny")
 
 
 @pytest.fixture(scope="session")

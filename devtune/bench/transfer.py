@@ -130,23 +130,6 @@ def pixel_probe(info: TaskInfo, train: Dataset, test: Dataset) -> float:
     return score(info.kind, np.asarray(outputs), test.labels[info.name])
 
 
-def chance(kind: str, labels: np.ndarray) -> float | None:
-    """The best constant guess: majority class, median value, or the majority class everywhere."""
-    from models.metrics import score
-
-    if kind == "classification":
-        return float(np.bincount(labels).max() / len(labels))
-    if kind == "regression":
-        return float(np.abs(labels - np.median(labels, axis=0)).mean())
-    if kind == "dense":
-        majority = np.bincount(labels.ravel()).argmax()
-        classes = int(labels.max()) + 1
-        constant = np.zeros((len(labels), classes, *labels.shape[1:]), np.float32)
-        constant[:, majority] = 1.0
-        return score(kind, constant, labels)
-    return None
-
-
 # ---- one bundle -------------------------------------------------------------------------
 
 
@@ -257,7 +240,7 @@ def _measure(args: argparse.Namespace) -> TransferReport:
     import torch
 
     from models.data import load_dataset
-    from models.metrics import METRICS
+    from models.metrics import METRICS, chance
 
     started = time.perf_counter()
     bundle = Path(args.bundle)

@@ -95,15 +95,6 @@ def _onnx_metric(path: Path, kind: str, z: np.ndarray, labels: np.ndarray) -> fl
     return score(kind, outputs, labels)
 
 
-def _chance(kind: str, labels: np.ndarray) -> float | None:
-    """The best constant guess on these labels (majority class, or the median): what ignoring the input scores."""
-    if kind == "classification":
-        return float(np.bincount(labels).max() / len(labels))
-    if kind == "regression":
-        return float(np.abs(labels - np.median(labels, axis=0)).mean())
-    return None
-
-
 def _joint(bundle: Path, task: str, data: str, count: int | None, epochs: int | None,
            test: Dataset) -> JointRun:
     """Train the bundle's model again, from scratch, with ``task`` among its tasks."""
@@ -154,6 +145,7 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from models.data import load_dataset
+    from models.metrics import chance as chance_of
     from models.tune import TuneConfig, represent, tune_bundle
 
     bundle = Path(args.bundle)
@@ -186,7 +178,7 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     sign = 1.0 if spec.higher_is_better else -1.0
     points = 100.0 if spec.metric in ("accuracy", "miou") else 1.0
     gap = sign * (joint.metric - tuned) * points
-    chance = _chance(spec.kind, labels)
+    chance = chance_of(spec.kind, labels)
     warnings = []
     if chance is not None and sign * (joint.metric - chance) * points < TARGET_GAP_POINTS:
         warnings.append(f"joint training does not learn {task} either ({joint.metric:.4f} vs {chance:.4f} "

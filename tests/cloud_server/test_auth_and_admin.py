@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from devtune.bench.traffic import Traffic
 from devtune.server_process import ServerProcess
 from models.data import make_shapes
 from shared.errors import RemoteError
+from tests.cloud_server.versions import tar_gz
 
 USER, ADMIN = "user-key-123", "admin-key-456"
 
@@ -35,13 +34,6 @@ def _version_copy(bundle: Path, target: Path, version: int) -> Path:
     manifest["version"] = version
     (target / "manifest.json").write_text(json.dumps(manifest))
     return target
-
-
-def _tar(bundle: Path) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(bundle, arcname="bundle")
-    return buffer.getvalue()
 
 
 def test_inference_needs_a_key(keyed_server: str, tiny_bundle: Path) -> None:
@@ -80,7 +72,7 @@ def test_new_version_swaps_in_under_load_without_failures(keyed_server: str, tin
 
     with Traffic(make_client, images[:2]) as traffic:
         v2 = _version_copy(tiny_bundle, tmp_path / "v2", 2)
-        answer = httpx.post(f"{keyed_server}/admin/models/load", content=_tar(v2),
+        answer = httpx.post(f"{keyed_server}/admin/models/load", content=tar_gz(v2),
                             headers={**admin, "Content-Type": "application/gzip"}, timeout=60)
         assert answer.status_code == 200, answer.text
         assert answer.json()["loaded"]["version"] == 2

@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from cloud_server import repository as repository_module
 from cloud_server.app import create_app
 from cloud_server.settings import CloudSettings
+from tests.cloud_server.versions import tar_gz
 
 T = TypeVar("T")
 GZIP = {"Content-Type": "application/gzip"}
@@ -49,13 +50,6 @@ def _copy(bundle: Path, target: Path, version: int = 1, tamper: bool = False, no
         decoder = target / "cloud" / "shape.onnx"
         decoder.write_bytes(decoder.read_bytes() + b"\0")
     return target
-
-
-def _tar(bundle: Path) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(bundle, arcname="bundle")
-    return buffer.getvalue()
 
 
 def _tar_entries(entries: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
@@ -98,7 +92,7 @@ def test_an_upload_that_fails_its_sha256_check_changes_nothing_and_the_next_star
     repo: Path, tiny_bundle: Path, tmp_path: Path
 ) -> None:
     before = _snapshot(repo)
-    archive = _tar(_copy(tiny_bundle, tmp_path / "bad", version=2, tamper=True))
+    archive = tar_gz(_copy(tiny_bundle, tmp_path / "bad", version=2, tamper=True))
 
     async def upload(client: httpx.AsyncClient, app: FastAPI) -> tuple[httpx.Response, Any, Any]:
         served = await _served(client)
@@ -119,7 +113,7 @@ def test_a_bad_reupload_of_the_served_version_keeps_its_files_and_its_serving(
     repo: Path, tiny_bundle: Path, tmp_path: Path
 ) -> None:
     before = _snapshot(repo)
-    archive = _tar(_copy(tiny_bundle, tmp_path / "bad", version=1, tamper=True))
+    archive = tar_gz(_copy(tiny_bundle, tmp_path / "bad", version=1, tamper=True))
 
     async def upload(client: httpx.AsyncClient, app: FastAPI) -> tuple[int, int]:
         refused = await client.post("/admin/models/load", content=archive, headers=GZIP)
@@ -132,7 +126,7 @@ def test_a_bad_reupload_of_the_served_version_keeps_its_files_and_its_serving(
 def test_a_good_reupload_of_the_served_version_replaces_its_files_and_leaves_no_trash(
     repo: Path, tiny_bundle: Path, tmp_path: Path
 ) -> None:
-    archive = _tar(_copy(tiny_bundle, tmp_path / "new", version=1, note="re-exported"))
+    archive = tar_gz(_copy(tiny_bundle, tmp_path / "new", version=1, note="re-exported"))
 
     async def upload(client: httpx.AsyncClient, app: FastAPI) -> int:
         return (await client.post("/admin/models/load", content=archive, headers=GZIP)).status_code
@@ -192,7 +186,7 @@ def test_uploads_are_unpacked_off_the_event_loop(
         unpack(archive, into)
 
     monkeypatch.setattr(repository_module, "_unpack", recording_unpack)
-    archive = _tar(_copy(tiny_bundle, tmp_path / "v2", version=2))
+    archive = tar_gz(_copy(tiny_bundle, tmp_path / "v2", version=2))
 
     async def upload(client: httpx.AsyncClient, app: FastAPI) -> tuple[int, Any]:
         answer = await client.post("/admin/models/load", content=archive, headers=GZIP)

@@ -4,7 +4,9 @@ decoder that fails its sha256, or another device fingerprint."""
 
 from __future__ import annotations
 
+import io
 import shutil
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,3 +61,11 @@ def wait_until(condition: Callable[[], T], timeout: float, what: str) -> float:
             return time.monotonic() - started
         time.sleep(0.05)
     raise AssertionError(f"{what} not within {timeout} s")
+
+
+def tar_gz(bundle: Path) -> bytes:
+    """``bundle`` as the .tar.gz an upload to /admin/models/load sends."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(bundle, arcname="bundle")
+    return buffer.getvalue()

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from devtune.bench.transfer import TaskResult, chance, gap, pixel_probe
+from devtune.bench.transfer import TaskResult, gap, pixel_probe
 from devtune.cli import main
 from models.data import make_shapes
+from models.metrics import chance
 
 
 @pytest.fixture(scope="module")

@@ -15,23 +15,13 @@ from devtune.server_process import ServerProcess
 from models.data import make_shapes
 from shared.bundle import read_manifest
 from shared.protocol import Image
+from tests.conftest import train_tiny_bundle
 
 
 @pytest.fixture(scope="module")
 def rd_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    from models.export import export_bundle
-    from models.model import ModelConfig
-    from models.train import TrainConfig, train
-
-    torch.manual_seed(0)
-    data = make_shapes("train", count=768)
-    cfg = ModelConfig(dim=32, depth=1, heads=2, decoder_dim=32, bits=4, preview=16)
-    result = train(cfg, TrainConfig(epochs=3, distortion=2.0), data, progress=False)
     out = tmp_path_factory.mktemp("rd") / "tiny-rd"
-    export_bundle(result, data, out, name="tinyrd")
-    return out
+    return train_tiny_bundle(out, "tinyrd", count=768, epochs=3, preview=16, distortion=2.0)
 
 
 @pytest.fixture(scope="module")
