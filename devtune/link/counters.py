@@ -25,6 +25,8 @@ class LinkCounters:
     up_packets: int
     down_packets: int
     drops: int  # frames tbf dropped in either direction (its queue was full); 0 in a valid run
+    up_retransmits: int = 0  # TCP segments the device namespace sent again (each crosses the link again)
+    down_retransmits: int = 0  # TCP segments the cloud namespace sent again
 
     def __sub__(self, before: LinkCounters) -> LinkCounters:
         return LinkCounters(
@@ -33,6 +35,8 @@ class LinkCounters:
             up_packets=self.up_packets - before.up_packets,
             down_packets=self.down_packets - before.down_packets,
             drops=self.drops - before.drops,
+            up_retransmits=self.up_retransmits - before.up_retransmits,
+            down_retransmits=self.down_retransmits - before.down_retransmits,
         )
 
 
@@ -41,6 +45,14 @@ def _tbf_drops(namespace: str, device: str) -> int:
         iproute(["tc", "-n", namespace, "-s", "-j", "qdisc", "show", "dev", device])
     )
     return sum(int(q.get("drops", 0)) for q in qdiscs if q.get("kind") == "tbf")
+
+
+def _tcp_retransmits(namespace: str) -> int:
+    """TCP segments sent again in ``namespace`` since it was made (RetransSegs of its /proc/net/snmp)."""
+    lines = [line.split() for line in iproute(["ip", "netns", "exec", namespace, "cat", "/proc/net/snmp"]).splitlines()
+             if line.startswith("Tcp:")]
+    header, values = lines[0], lines[1]
+    return int(values[header.index("RetransSegs")])
 
 
 def read_counters(device_ns: str, device_veth: str, cloud_ns: str, cloud_veth: str) -> LinkCounters:
@@ -55,4 +67,6 @@ def read_counters(device_ns: str, device_veth: str, cloud_ns: str, cloud_veth: s
         up_packets=int(stats["tx"]["packets"]),
         down_packets=int(stats["rx"]["packets"]),
         drops=_tbf_drops(device_ns, device_veth) + _tbf_drops(cloud_ns, cloud_veth),
+        up_retransmits=_tcp_retransmits(device_ns),
+        down_retransmits=_tcp_retransmits(cloud_ns),
     )
