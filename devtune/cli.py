@@ -238,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="interface (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads per decoder")
+    p.add_argument("--workers", type=int,
+                   help="server processes, each with its own batcher (default 1; 0 = one per CPU)")
     p.add_argument("--max-batch-size", type=int, help="dynamic batching: most samples per decoder pass")
     p.add_argument("--max-queue-delay-ms", type=float,
                    help="dynamic batching: most wait for a batch to fill")
