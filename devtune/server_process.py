@@ -1,4 +1,10 @@
-"""Start the real cloud server in a child process on 127.0.0.1 and stop it again."""
+"""Start the real cloud server in a child process on 127.0.0.1 and stop it again.
+
+Normally ``python -m cloud_server`` of this tree. For side-by-side benchmarks it can run
+another tree's server instead (``src``: a git worktree of an older commit, whose
+``cloud_server`` is imported first), and on uvicorn's plain stack (``stack="h11"``: the
+asyncio loop and the h11 parser, what an install without uvloop and httptools gets).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +15,29 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import httpx
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["ServerProcess", "free_port"]
+__all__ = ["ServerProcess", "Stack", "free_port"]
+
+Stack = Literal["auto", "h11"]
+"""uvicorn's pick (uvloop and httptools when installed), or the asyncio loop and h11."""
+
+# The app under uvicorn with the stack named, for a tree whose own entry point cannot be
+# told which (an older commit's); settings come from the DEVTUNE_CLOUD_* variables.
+_RUNNER = """
+import sys, uvicorn
+from cloud_server.app import create_app
+from cloud_server.settings import CloudSettings
+settings = CloudSettings()
+loop, http = sys.argv[1:3]
+uvicorn.run(create_app(settings), host=settings.host, port=settings.port, loop=loop, http=http,
+            log_level=settings.log_level, log_config=None, access_log=False, timeout_graceful_shutdown=30)
+"""
 
 
 def free_port() -> int:
@@ -27,22 +48,42 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`python -m cloud_server` with DEVTUNE_CLOUD_* settings; waits for /readyz."""
+    """`python -m cloud_server` with DEVTUNE_CLOUD_* settings; waits for /readyz.
 
-    def __init__(self, bundle: str | Path | None = None, port: int | None = None, **settings: object) -> None:
+    ``src``: the source tree whose server runs (default: this one, as installed);
+    ``stack``: "h11" runs it on the asyncio loop and the h11 parser instead of uvicorn's pick.
+    """
+
+    def __init__(self, bundle: str | Path | None = None, port: int | None = None, *, src: str | Path | None = None,
+                 stack: Stack = "auto", **settings: object) -> None:
+        if stack not in ("auto", "h11"):
+            raise ValueError(f"stack must be 'auto' or 'h11', not {stack!r}")
+        if src is not None and not (Path(src) / "cloud_server" / "__init__.py").is_file():
+            raise ValueError(f"{src} holds no cloud_server package; pass the root of a source tree "
+                             "(e.g. one made with `git worktree add DIR COMMIT`)")
+        self.src = Path(src).resolve() if src is not None else None
+        self.stack = stack
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
         env.update({"DEVTUNE_CLOUD_HOST": "127.0.0.1", "DEVTUNE_CLOUD_PORT": str(self.port)})
         if bundle is not None:
-            env["DEVTUNE_CLOUD_BUNDLE"] = str(bundle)
+            env["DEVTUNE_CLOUD_BUNDLE"] = str(Path(bundle).resolve())  # the child may run elsewhere (src)
         env.update({f"DEVTUNE_CLOUD_{k.upper()}": str(v) for k, v in settings.items()})
         env.setdefault("DEVTUNE_CLOUD_LOG_LEVEL", "warning")
+        if self.src is not None:  # its packages before the installed ones
+            env["PYTHONPATH"] = os.pathsep.join([str(self.src), *filter(None, [env.get("PYTHONPATH")])])
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> Self:
-        self.process = subprocess.Popen([sys.executable, "-m", "cloud_server"], env=self.env)
+        if self.src is None and self.stack == "auto":
+            command = [sys.executable, "-m", "cloud_server"]
+        else:
+            loop, http = ("asyncio", "h11") if self.stack == "h11" else ("auto", "auto")
+            command = [sys.executable, "-c", _RUNNER, loop, http]
+        # From the source tree when there is one, so that nothing of this one shadows it.
+        self.process = subprocess.Popen(command, env=self.env, cwd=self.src)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

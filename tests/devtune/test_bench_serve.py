@@ -16,19 +16,23 @@ from devtune.bench.serve.cli import plan_from_args
 from devtune.bench.serve.decoders import DecoderPasses, DecoderRate
 from devtune.bench.serve.levels import Level, Overload
 from devtune.bench.serve.scaling import TaskCount, make_many_task_bundle
-from devtune.bench.serve.targets import evaluate_targets
+from devtune.bench.serve.targets import body_framing, evaluate_targets
 from shared.bundle import read_bytes_checked, read_manifest
 
 LEVEL_KEYS = {"concurrency", "batching", "encoding", "throughput_rps", "p50_ms", "p90_ms", "p99_ms", "errors",
               "refused_503"}
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
 def test_bench_serve_prints_one_json_object_whose_counts_add_up(tiny_bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench-serve.json"
+    # This tree stands in for an older one as the baseline: the same path, sent protocol v1.
     command = [
         sys.executable, "-m", "devtune", "bench", "serve", "--json", "--bundle", str(tiny_bundle),
         "--concurrency", "1,4", "--seconds", "0.3", "--max-requests", "300", "--overload-seconds", "0.3",
-        "--task-counts", "1,2,4", "--out", str(out),
+        "--task-counts", "1,2,4", "--out", str(out), "--baseline-src", str(REPO),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -37,11 +41,14 @@ def test_bench_serve_prints_one_json_object_whose_counts_add_up(tiny_bundle: Pat
     assert json.loads(out.read_text()) == report
 
     levels = report["levels"]
-    assert {(r["concurrency"], r["batching"], r["encoding"]) for r in levels} == {
-        (c, b, e) for c in (1, 4) for b in (True, False) for e in ("msgpack", "json")
-    }
+    assert {(r["server"], r["concurrency"], r["batching"], r["encoding"]) for r in levels} == {
+        ("now", c, b, e) for c in (1, 4) for b in (True, False) for e in ("msgpack", "json")
+    } | {("baseline", c, True, "msgpack") for c in (1, 4)}
+    assert report["config"]["baseline_src"] == str(REPO)
     for row in levels:
         assert LEVEL_KEYS <= set(row), row
+        stages = row["stages_ms"]  # what the server says each request spent where
+        assert stages["app"] > 0 and stages["compute"] > 0 and stages["decode"] >= 0, row
         assert row["errors"] == 0 and row["answered"] > 0, row
         assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"], row
     assert all(r["mean_batch"] == 1.0 for r in levels if not r["batching"])
@@ -60,8 +67,15 @@ def test_bench_serve_prints_one_json_object_whose_counts_add_up(tiny_bundle: Pat
     assert all(r["p50_ms"] > 0 and r["decoder_ms_in_server"] > 0 and r["errors"] == 0 for r in scaling)
 
     targets = report["targets"]
-    assert set(targets) == {"batching_speedup", "served_vs_raw", "overload", "per_request_overhead"}
+    assert set(targets) == {"batching_speedup", "served_vs_raw", "overload", "per_request_overhead",
+                            "vs_baseline", "p99_at_32", "lone_request_p50", "lone_request_cpu", "body_framing"}
     assert all(isinstance(t["holds"], bool) for t in targets.values())
+    for name in ("vs_baseline", "p99_at_32", "lone_request_p50", "lone_request_cpu", "body_framing"):
+        target = targets[name]
+        assert target["measured"] > 0 and target["threshold"] > 0, target
+        assert target["holds"] == (target["measured"] >= target["threshold"] if name == "vs_baseline"
+                                   else target["measured"] <= target["threshold"]), target
+    assert targets["body_framing"]["measured"] <= 40  # protocol v2, as DeviceClient sends it
     assert {"a_ms", "b_ms", "single_decoder_pass_ms"} <= set(targets["per_request_overhead"])
 
 
@@ -78,9 +92,9 @@ def test_many_task_bundle_copies_one_decoder_under_32_names_with_the_same_finger
         assert read_bytes_checked(tmp_path / "many", manifest, task.file) == decoder
 
 
-def _level(concurrency: int, batching: bool, rps: float) -> Level:
+def _level(concurrency: int, batching: bool, rps: float, server: str = "now") -> Level:
     result = LevelResult(concurrency, 1.0, int(rps), int(rps), 0, 0, rps, 5.0, 8.0, 9.0, 0.1)
-    return Level(batching, "msgpack", result, 4.0 if batching else 1.0, 1000.0, 0.5, 1.0, 0.2)
+    return Level(batching, "msgpack", result, 4.0 if batching else 1.0, 1000.0, 0.5, 1.0, 0.2, server)
 
 
 def test_targets_are_judged_on_the_saturating_level_and_skip_what_was_not_measured() -> None:
@@ -96,9 +110,28 @@ def test_targets_are_judged_on_the_saturating_level_and_skip_what_was_not_measur
                                DecoderPasses(0.1, 0.2))
     assert targets.batching_speedup is not None and targets.batching_speedup.speedup == 3.0
     assert targets.served_vs_raw.served_rps == 900.0 and targets.served_vs_raw.ratio == 0.75
+    assert "vs_baseline" not in targets.named()  # no baseline was measured
+    p99 = targets.p99_at_32
+    assert p99 is not None and (p99.measured, p99.holds) == (9.0, True)
     assert targets.overload.holds and targets.overload.refused_503 == 300
     assert (targets.per_request_overhead.a_ms, targets.per_request_overhead.b_ms) == (2.0, 0.5)
-    assert list(targets.named()) == ["batching_speedup", "served_vs_raw", "overload", "per_request_overhead"]
+    assert list(targets.named()) == ["batching_speedup", "served_vs_raw", "overload", "per_request_overhead",
+                                     "p99_at_32", "lone_request_cpu"]  # no bare pass given: no lone p50
+
+    # The baseline's levels count for vs_baseline only: not as the saturating or the unbatched level.
+    with_baseline = levels + [_level(32, True, 1000.0, "baseline"), _level(32, False, 50.0, "baseline")]
+    judged = evaluate_targets(plan, with_baseline, DecoderRate(4.0, 1200.0, 3.3), overload, scaling,
+                              DecoderPasses(0.1, 0.2), bare_pass_ms=3.0,
+                              framing=body_framing([b"x" * 230, b"x" * 250], [200, 205]))
+    assert judged.served_vs_raw.served_rps == 900.0 and judged.batching_speedup == targets.batching_speedup
+    vs = judged.vs_baseline
+    assert vs is not None and (vs.measured, vs.holds) == (0.9, False)
+    lone = judged.lone_request_p50
+    assert lone is not None and (lone.measured, lone.threshold, lone.holds) == (5.0, 4.5, False)
+    cpu = judged.lone_request_cpu
+    assert cpu is not None and (cpu.measured, cpu.holds) == (1.0, True)
+    framing = judged.body_framing
+    assert framing is not None and (framing.measured, framing.holds) == (45, False)  # the worst body counts
 
     without_off = evaluate_targets(plan, levels[:3], DecoderRate(4.0, 1200.0, 3.3), overload, scaling,
                                    DecoderPasses(0.1, 0.2))

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from devtune.bench.loadgen.clients import CLIENTS, Client, Lost, Workload
 from devtune.bench.loadgen.loops import LevelResult, OpenLoopResult, closed_loop, open_loop, percentile
-from devtune.bench.loadgen.probes import process_cpu_seconds, scrape_histogram
+from devtune.bench.loadgen.probes import process_cpu_seconds, scrape_histogram, scrape_labelled_histogram
 
 __all__ = [
     "CLIENTS",
@@ -45,4 +45,5 @@ __all__ = [
     "percentile",
     "process_cpu_seconds",
     "scrape_histogram",
+    "scrape_labelled_histogram",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["process_cpu_seconds", "scrape_histogram"]
+__all__ = ["process_cpu_seconds", "scrape_histogram", "scrape_labelled_histogram"]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -27,4 +27,21 @@ def scrape_histogram(metrics_text: str, name: str) -> tuple[float, float]:
             total = float(line.split()[1])
         elif line.startswith(f"{name}_count "):
             count = float(line.split()[1])
+    return total, count
+
+
+def scrape_labelled_histogram(metrics_text: str, name: str, skip: str = "") -> tuple[float, float]:
+    """(sum, count) of a labelled Prometheus histogram over all its label sets, but those whose
+    labels contain ``skip`` (e.g. the /metrics route itself)."""
+    total = count = 0.0
+    for line in metrics_text.splitlines():
+        for suffix in ("_sum{", "_count{"):
+            if line.startswith(name + suffix):
+                labels, value = line[len(name) + len(suffix):].rsplit("} ", 1)
+                if skip and skip in labels:
+                    continue
+                if suffix == "_sum{":
+                    total += float(value)
+                else:
+                    count += float(value)
     return total, count

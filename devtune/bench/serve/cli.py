@@ -42,6 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-counts", type=_ints, default=None,
                         help="tasks asked in the many-task run (default 1,2,4,8,16,32; at most 32)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds before a request counts as lost")
+    parser.add_argument("--baseline-src", type=Path, default=None, metavar="DIR",
+                        help="also run the server of the source tree DIR side by side, e.g. "
+                             "`git worktree add /tmp/baseline aa8d86b` (protocol v1 bodies, batching on)")
+    parser.add_argument("--baseline-stack", choices=["h11", "auto"], default="h11",
+                        help="the baseline's HTTP stack: h11 (asyncio + h11, what it was installed with; "
+                             "default) or auto (uvicorn's pick of what is installed now)")
+    parser.add_argument("--compare-stack", action="store_true",
+                        help="also run this tree's server on asyncio + h11, to weigh the HTTP stack")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
                         help="raw: pre-built HTTP/1.1 on asyncio streams (cheap, default); httpx: AsyncClient")
 
@@ -60,6 +68,10 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     if task_counts[-1] > 32:
         raise ValueError(f"the many-task bundle has 32 tasks; ask for at most 32, not {task_counts[-1]}")
     rounds = 2 if quick else 3
+    baseline = args.baseline_src
+    if baseline is not None and not (baseline / "cloud_server" / "__init__.py").is_file():
+        raise ValueError(f"--baseline-src {baseline} holds no cloud_server package; pass the root of a "
+                         "source tree, e.g. one made with `git worktree add /tmp/baseline aa8d86b`")
     return Plan(
         concurrency=args.concurrency or ([1, 4, 32, 64] if quick else [1, 4, 16, 32, 64]),
         seconds=seconds,
@@ -77,6 +89,9 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         max_queue=args.max_queue,
         overload_factor=args.overload_factor,
         connections=args.connections,
+        baseline_src=baseline.resolve() if baseline is not None else None,
+        baseline_stack="auto" if args.baseline_stack == "auto" else "h11",
+        compare_stack=bool(args.compare_stack),
     )
 
 

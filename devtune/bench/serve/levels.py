@@ -1,8 +1,12 @@
-"""Closed-loop levels against a batching and a non-batching server side by side, then the overload.
+"""Closed-loop levels against several servers side by side, then the overload.
 
-Each level is measured on one server right after the other, so that other work on the
-machine weighs on both alike. The overload run offers ``overload_factor`` times the
-saturating rate, measured again just before it so that both see the same machine.
+The servers: this tree's with batching on ("now") and off ("now", batching false);
+with ``--baseline-src`` an older tree's ("baseline", batching on, protocol v1 bodies, on
+the stack its install had); with ``--compare-stack`` this tree's again on the asyncio
+loop and h11 ("now-h11"). Each level is measured on one server right after the other,
+so that other work on the machine weighs on all alike. The overload run offers
+``overload_factor`` times the saturating rate, measured again just before it so that
+both see the same machine.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from devtune.bench.serve.plan import BATCH_ON, Plan
 if TYPE_CHECKING:
     from devtune.bench.loadgen import Workload
     from devtune.bench.serve.bodies import Bodies
-    from devtune.server_process import ServerProcess
+    from devtune.server_process import ServerProcess, Stack
 
 __all__ = ["Level", "Overload", "levels_and_overload", "saturation"]
 
@@ -38,6 +42,8 @@ class Level:
     server_cpu_s: float | None
     server_cpu_ms_per_request: float | None
     client_cpu_ms_per_request: float
+    server: str = "now"  # now, baseline (an older tree) or now-h11 (this tree on asyncio and h11)
+    stages_ms: dict[str, float] | None = None  # what the server says each request spent where (servers.py)
 
     @property
     def concurrency(self) -> int:
@@ -61,24 +67,32 @@ class Overload:
     result: OpenLoopResult
 
 
-def saturation(levels: list[Level], encoding: str) -> Level:
-    """The batched level of ``encoding`` with the highest throughput."""
-    return max((r for r in levels if r.batching and r.encoding == encoding), key=lambda r: r.throughput_rps)
+def saturation(levels: list[Level], encoding: str, server: str = "now") -> Level:
+    """The batched level of ``encoding`` on ``server`` with the highest throughput."""
+    return max((r for r in levels if r.batching and r.encoding == encoding and r.server == server),
+               key=lambda r: r.throughput_rps)
 
 
-def _run_level(process: ServerProcess, workload: Workload, batching: bool, encoding: str, concurrency: int,
-               plan: Plan) -> Level:
+@dataclass(frozen=True)
+class _Server:
+    name: str
+    batching: bool
+    process: ServerProcess
+    workloads: dict[str, Workload]  # by encoding: what this server is sent
+
+
+def _run_level(server: _Server, encoding: str, concurrency: int, plan: Plan) -> Level:
     from devtune.bench.loadgen import closed_loop
     from devtune.bench.serve.servers import Snapshot
 
-    before = Snapshot.take(process)
-    result = closed_loop(workload, concurrency, plan.seconds, plan.max_requests, plan.warmup_s, plan.timeout,
-                         plan.client)
-    stats = Snapshot.take(process).since(before)  # the warm-up's requests are in too: close enough for means
+    before = Snapshot.take(server.process)
+    result = closed_loop(server.workloads[encoding], concurrency, plan.seconds, plan.max_requests, plan.warmup_s,
+                         plan.timeout, plan.client)
+    stats = Snapshot.take(server.process).since(before)  # the warm-up's requests are in too: close enough
     batch, compute_ms, cpu = stats.mean_batch, stats.compute_ms, stats.cpu_s
     sent = max(1, result.sent)
     return Level(
-        batching=batching,
+        batching=server.batching,
         encoding=encoding,
         result=result,
         mean_batch=round(batch, 2),
@@ -86,44 +100,71 @@ def _run_level(process: ServerProcess, workload: Workload, batching: bool, encod
         server_cpu_s=round(cpu, 3) if cpu is not None else None,
         server_cpu_ms_per_request=round(cpu / sent * 1000, 3) if cpu is not None else None,
         client_cpu_ms_per_request=round(result.client_cpu_s / sent * 1000, 3),
+        server=server.name,
+        stages_ms=stats.stages_ms,
     )
 
 
-def _workloads(process: ServerProcess, model: str, bodies: Bodies) -> dict[str, Workload]:
+def _workloads(process: ServerProcess, model: str, bodies: Bodies, protocol_v1: bool = False
+               ) -> dict[str, Workload]:
     from devtune.bench.loadgen import Workload
     from shared.protocol import CONTENT_TYPE
 
+    native = bodies.msgpack_v1 if protocol_v1 else bodies.msgpack
     return {
-        "msgpack": Workload(f"{process.url}/v1/predict", bodies.msgpack, {"Content-Type": CONTENT_TYPE}),
+        "msgpack": Workload(f"{process.url}/v1/predict", native, {"Content-Type": CONTENT_TYPE}),
         "json": Workload(f"{process.url}/v2/models/{model}/infer", bodies.json, {"Content-Type": "application/json"}),
     }
 
 
-def levels_and_overload(bundle: Path, model: str, bodies: Bodies, plan: Plan) -> tuple[list[Level], Overload]:
-    """Every (encoding, concurrency) on both servers, then the overload run on the batching one."""
-    from devtune.bench.loadgen import closed_loop, open_loop
+def _start_servers(exits: ExitStack, bundle: Path, model: str, bodies: Bodies, plan: Plan) -> list[_Server]:
     from devtune.bench.serve.servers import start_server
 
+    def start(max_batch_size: int, src: Path | None = None, stack: Stack = "auto") -> ServerProcess:
+        return start_server(exits, bundle, src=src, stack=stack, max_batch_size=max_batch_size,
+                            max_queue_delay_ms=plan.delay_ms, max_queue=plan.max_queue)
+
+    on, off = start(BATCH_ON), start(1)
+    servers = [_Server("now", True, on, _workloads(on, model, bodies)),
+               _Server("now", False, off, _workloads(off, model, bodies))]
+    if plan.baseline_src is not None:
+        # An older tree knows only its own settings (others are ignored) and, before v2, protocol v1.
+        base = start(BATCH_ON, plan.baseline_src, plan.baseline_stack)
+        servers.append(_Server("baseline", True, base, _workloads(base, model, bodies, protocol_v1=True)))
+    if plan.compare_stack:
+        h11 = start(BATCH_ON, stack="h11")
+        servers.append(_Server("now-h11", True, h11, _workloads(h11, model, bodies)))
+    return servers
+
+
+def levels_and_overload(bundle: Path, model: str, bodies: Bodies, plan: Plan) -> tuple[list[Level], Overload]:
+    """Every (encoding, concurrency) on every server, then the overload run on the batching one.
+
+    The baseline and the h11 server are measured on the first encoding only (msgpack by default).
+    """
+    from devtune.bench.loadgen import closed_loop, open_loop
+
     levels: list[Level] = []
-    common = {"max_queue_delay_ms": plan.delay_ms, "max_queue": plan.max_queue}
-    with ExitStack() as stack:
-        servers = {True: start_server(stack, bundle, max_batch_size=BATCH_ON, **common),
-                   False: start_server(stack, bundle, max_batch_size=1, **common)}
-        workloads = {batching: _workloads(process, model, bodies) for batching, process in servers.items()}
+    with ExitStack() as exits:
+        servers = _start_servers(exits, bundle, model, bodies, plan)
         for encoding in plan.encodings:
             for concurrency in plan.concurrency:
-                for batching, process in servers.items():
-                    level = _run_level(process, workloads[batching][encoding], batching, encoding, concurrency, plan)
+                for server in servers:
+                    if server.name != "now" and encoding != plan.encodings[0]:
+                        continue
+                    level = _run_level(server, encoding, concurrency, plan)
                     r = level.result
-                    log.info("batching %-3s %-7s c=%-3d %7.1f req/s  p50 %7.2f  p99 %7.2f ms  batch %5.1f  "
-                             "errors %d  503 %d", "on" if batching else "off", encoding, concurrency,
-                             r.throughput_rps, r.p50_ms, r.p99_ms, level.mean_batch, r.errors, r.refused_503)
+                    log.info("%-8s batching %-3s %-7s c=%-3d %7.1f req/s  p50 %7.2f  p99 %7.2f ms  batch %5.1f  "
+                             "errors %d  503 %d", server.name, "on" if server.batching else "off", encoding,
+                             concurrency, r.throughput_rps, r.p50_ms, r.p99_ms, level.mean_batch, r.errors,
+                             r.refused_503)
                     levels.append(level)
 
         # Saturation, measured again right before the overload so that both see the same machine.
         encoding = plan.encodings[0]
         best = saturation(levels, encoding)
-        workload = workloads[True][encoding]
+        batching = servers[0]
+        workload = batching.workloads[encoding]
         saturated = closed_loop(workload, best.concurrency, plan.seconds, plan.max_requests, plan.warmup_s,
                                 plan.timeout, plan.client)
         rate = max(1.0, saturated.throughput_rps * plan.overload_factor)
@@ -135,7 +176,7 @@ def levels_and_overload(bundle: Path, model: str, bodies: Bodies, plan: Plan) ->
                             plan.max_queue, plan.connections, result)
         log.info("overload: sent %d, answered %d, refused %d, lost %d; slowest answer %.0f ms", result.sent,
                  result.answered, result.refused_503, result.lost, result.max_ms)
-        child = servers[True].process
+        child = batching.process.process
         if child is None or child.poll() is not None:
             raise RuntimeError("the server died during the overload run; see its log above")
     return levels, overload

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from devtune.bench.loadgen import Client
+    from devtune.server_process import Stack
 
 __all__ = ["BATCH_ON", "Plan"]
 
@@ -33,3 +35,6 @@ class Plan:
     max_queue: int  # server max_queue: waiting requests beyond it are refused with 503
     overload_factor: float  # offered rate / saturating rate
     connections: int  # client connections in the overload run
+    baseline_src: Path | None = None  # an older source tree whose server runs side by side ("baseline")
+    baseline_stack: Stack = "h11"  # the baseline's HTTP stack: h11 is what an install before uvloop got
+    compare_stack: bool = False  # also this tree's server on asyncio and h11 ("now-h11")

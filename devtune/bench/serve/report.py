@@ -8,6 +8,7 @@ from typing import Any
 from devtune.bench.serve.levels import Level
 from devtune.bench.serve.plan import BATCH_ON
 from devtune.bench.serve.sweep import ServeReport
+from devtune.bench.serve.targets import Target
 
 __all__ = ["render_table", "report_json"]
 
@@ -19,10 +20,10 @@ def _level_json(level: Level) -> dict[str, Any]:
     result = asdict(level.result)
     del result["latencies_ms"]  # kept for pooling runs, not for the report
     return {
-        "batching": level.batching, "encoding": level.encoding, **result,
+        "server": level.server, "batching": level.batching, "encoding": level.encoding, **result,
         "mean_batch": level.mean_batch, "decoder_rps_in_server": level.decoder_rps_in_server,
         "server_cpu_s": level.server_cpu_s, "server_cpu_ms_per_request": level.server_cpu_ms_per_request,
-        "client_cpu_ms_per_request": level.client_cpu_ms_per_request,
+        "client_cpu_ms_per_request": level.client_cpu_ms_per_request, "stages_ms": level.stages_ms,
     }
 
 
@@ -31,6 +32,7 @@ def report_json(report: ServeReport) -> dict[str, Any]:
     plan = asdict(report.plan)
     del plan["overload_factor"], plan["connections"]  # "overload" has them, as factor and connections
     delay_ms, max_queue = plan.pop("delay_ms"), plan.pop("max_queue")
+    plan["baseline_src"] = str(report.plan.baseline_src) if report.plan.baseline_src is not None else None
     config = {**plan, "max_batch_size_on": BATCH_ON, "delay_ms": delay_ms, "max_queue": max_queue, "threads": 1}
     overload = asdict(report.overload)
     return {
@@ -48,10 +50,11 @@ def report_json(report: ServeReport) -> dict[str, Any]:
 
 
 def render_table(report: ServeReport) -> str:
-    lines = ["batching encoding  conc   req/s    p50 ms   p90 ms   p99 ms  batch  err  503  server/client CPU ms"]
+    header = "server   batching encoding  conc   req/s    p50 ms   p90 ms   p99 ms  batch  err  503  "
+    lines = [header + "server/client CPU ms"]
     for level in report.levels:
         r = level.result
-        lines.append(f"{'on' if level.batching else 'off':<8} {level.encoding:<8} {r.concurrency:>5} "
+        lines.append(f"{level.server:<8} {'on' if level.batching else 'off':<8} {level.encoding:<8} {r.concurrency:>5} "
                      f"{r.throughput_rps:>7.1f} {r.p50_ms:>8.2f} {r.p90_ms:>8.2f} {r.p99_ms:>8.2f} "
                      f"{level.mean_batch:>6.1f} {r.errors:>4} {r.refused_503:>4}  "
                      f"{level.server_cpu_ms_per_request or 0:>6.2f} / {level.client_cpu_ms_per_request:.2f}")
@@ -64,5 +67,7 @@ def render_table(report: ServeReport) -> str:
     lines.append("tasks -> p50 ms: " + ", ".join(f"{r.tasks}: {r.p50_ms:.2f}" for r in report.tasks_scaling))
     lines.append("")
     for name, target in report.targets.named().items():
-        lines.append(f"{'PASS' if target.holds else 'FAIL'}  {name}: {target.goal}")
+        judged = f" measured {target.measured:g} (threshold {target.threshold:g}; {target.basis})" \
+            if isinstance(target, Target) else ""
+        lines.append(f"{'PASS' if target.holds else 'FAIL'}  {name}: {target.goal}{judged}")
     return "\n".join(lines)

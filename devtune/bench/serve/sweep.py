@@ -59,7 +59,7 @@ def measure(plan: Plan, bundle: Path) -> ServeReport:
     from devtune.bench.serve.decoders import decoder_passes, raw_at, raw_decoders
     from devtune.bench.serve.levels import levels_and_overload, saturation
     from devtune.bench.serve.scaling import make_many_task_bundle, tasks_scaling
-    from devtune.bench.serve.targets import evaluate_targets
+    from devtune.bench.serve.targets import body_framing, evaluate_targets
     from shared.bundle import read_manifest
 
     ensure_bundle(bundle)
@@ -76,6 +76,8 @@ def measure(plan: Plan, bundle: Path) -> ServeReport:
     # curve measured before the servers started (not measured again later: the load
     # of the machine drifts, and the two numbers should see the same one).
     raw_at_saturation = raw_at(raw, max(1.0, saturation(levels, plan.encodings[0]).mean_batch))
+    # A lone request can take no less than one pass of every decoder at batch 1.
+    bare_pass_ms = next((r.pass_ms for r in raw if r.batch_size == 1), None)
 
     with tempfile.TemporaryDirectory(prefix="devtune-bench-") as workdir:
         many = Path(workdir) / "manytasks"
@@ -91,6 +93,7 @@ def measure(plan: Plan, bundle: Path) -> ServeReport:
         raw_decoder=raw,
         overload=overload,
         tasks_scaling=scaling,
-        targets=evaluate_targets(plan, levels, raw_at_saturation, overload, scaling, passes),
+        targets=evaluate_targets(plan, levels, raw_at_saturation, overload, scaling, passes, bare_pass_ms,
+                                 body_framing(bodies.msgpack, bodies.coded_bytes)),
         seconds=round(time.perf_counter() - started, 1),
     )
