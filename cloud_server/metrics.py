@@ -1,10 +1,16 @@
-"""Prometheus metrics, one registry per app so several apps can live in one process."""
+"""Prometheus metrics, one registry per app so several apps can live in one process.
+
+With several worker processes (``CloudSettings.workers``) each has its own registry and
+a scrape of /metrics is answered by one of them: ``devtune_worker_info`` names which
+(its PID). Scrape each pod's workers over time, or run one worker per pod, to sum them.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 
 __all__ = ["Metrics"]
 
@@ -36,3 +42,5 @@ class Metrics:
             "worker had died or no decoder pass answered within the queue deadline",
             registry=r,
         )
+        self.worker = Info("devtune_worker", "The server process that answered this scrape", registry=r)
+        self.worker.info({"pid": str(os.getpid())})

@@ -1,17 +1,33 @@
-"""Run the app under uvicorn with graceful shutdown (SIGTERM drains in-flight work)."""
+"""Run the app under uvicorn with graceful shutdown (SIGTERM drains in-flight work).
+
+With ``workers`` above 1, uvicorn's supervisor starts that many processes on one
+listening socket; each builds its own app (``worker_app``) from the same settings, so
+each has its own event loop, decoders and batcher, and the kernel hands each new
+connection to one of them. SIGTERM to the supervisor stops every worker, each draining
+what it accepted. ``workers=0`` means one per whole CPU the process may use
+(``available_cpus``), so an image or a pod sizes itself from the CPUs it is given.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import time
+from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from cloud_server.app import create_app
 from cloud_server.settings import CloudSettings
 
-__all__ = ["JsonFormatter", "serve"]
+__all__ = ["JsonFormatter", "available_cpus", "resolve_workers", "serve", "worker_app"]
+
+_WORKER_SETTINGS = "_DEVTUNE_CLOUD_WORKER_SETTINGS"
+"""The supervisor's settings as JSON, for the workers it spawns (not a DEVTUNE_CLOUD_ field)."""
+_CGROUP = Path("/sys/fs/cgroup")
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,15 +48,71 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def serve(settings: CloudSettings) -> None:
+def cgroup_cpu_quota(root: Path = _CGROUP) -> float | None:
+    """CPUs the cgroup's quota allows (cgroup v2 ``cpu.max``, or v1 ``cpu.cfs_quota_us`` over
+    ``cpu.cfs_period_us``); None when there is no quota or no cgroup file to read."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def available_cpus(root: Path = _CGROUP) -> int:
+    """Whole CPUs this process may use: its affinity mask, capped by the cgroup quota rounded down
+    (a quota of 1.5 CPUs gives 1: a second process would only be throttled); at least 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(root)
+    if quota is not None:
+        cpus = min(cpus, math.floor(quota))
+    return max(1, cpus)
+
+
+def resolve_workers(settings: CloudSettings) -> int:
+    """The number of server processes ``settings`` asks for (0: ``available_cpus()``)."""
+    return settings.workers or available_cpus()
+
+
+def _configure_logging(settings: CloudSettings) -> None:
     handler = logging.StreamHandler()
     if settings.log_json:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process, from the supervisor's settings (uvicorn's factory)."""
+    settings = CloudSettings.model_validate_json(os.environ[_WORKER_SETTINGS])
+    _configure_logging(settings)
+    return create_app(settings)
+
+
+def serve(settings: CloudSettings) -> None:
+    _configure_logging(settings)
+    workers = resolve_workers(settings)
+    app: FastAPI | str
+    if workers == 1:
+        app = create_app(settings)
+    else:
+        # uvicorn spawns the workers afresh: they rebuild the app by name, from these settings.
+        os.environ[_WORKER_SETTINGS] = settings.model_dump_json()
+        logging.getLogger("cloud_server").info("starting %d worker processes", workers)
+        app = "cloud_server.serve:worker_app"
     uvicorn.run(
-        create_app(settings),
+        app,
+        factory=workers > 1,
+        workers=workers if workers > 1 else None,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -24,6 +24,12 @@ class CloudSettings(BaseSettings):
     """TCP port to listen on."""
     threads: int = Field(1, ge=1, le=64)
     """ONNX Runtime intra-op threads per decoder session."""
+    workers: int = Field(1, ge=0, le=256)
+    """Server processes on the one port, each with its own event loop, decoders and batcher (0: one
+    per whole CPU this process may use: its CPU affinity, capped by a cgroup CPU quota such as
+    ``docker run --cpus`` or a Kubernetes CPU limit). Each loads every bundle, so memory grows with
+    them; an admin load or unload reaches one of them, so with several serve a ``repository``,
+    which each follows."""
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger ones get 413."""
     max_batch: int = Field(256, ge=1)

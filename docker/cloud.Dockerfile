@@ -76,12 +76,15 @@ RUN useradd --uid 10001 --user-group --home-dir /home/devtune --create-home \
 COPY --from=build /opt/venv /opt/venv
 
 # Every server setting is an env var DEVTUNE_CLOUD_<FIELD> (cloud_server.settings.CloudSettings).
+# WORKERS=0: one server process per whole CPU the container gets (its CPU set, capped by
+# `docker run --cpus`, i.e. the cgroup's cpu.max), each with its own batcher.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     DEVTUNE_CLOUD_HOST=0.0.0.0 \
     DEVTUNE_CLOUD_PORT=8000 \
-    DEVTUNE_CLOUD_REPOSITORY=/bundles
+    DEVTUNE_CLOUD_REPOSITORY=/bundles \
+    DEVTUNE_CLOUD_WORKERS=0
 
 # The model repository: every folder below it that holds a manifest.json is served.
 # Mount it read-only; every replica can share one.

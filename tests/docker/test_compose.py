@@ -140,3 +140,9 @@ def test_balancer_port_is_published_and_replicas_share_the_bundles() -> None:
     (volumes,) = mounts
     # Read-write: uploads are staged and renamed inside the shared repository.
     assert any(volume.endswith(":/bundles:rw") for volume in volumes)
+
+
+def test_image_and_compose_run_one_worker_per_cpu_they_get() -> None:
+    assert dockerfile_env()[f"{ENV_PREFIX}WORKERS"] == "0"
+    for service in cloud_services().values():
+        assert CloudSettings(workers=service["environment"][f"{ENV_PREFIX}WORKERS"]).workers == 0

@@ -206,3 +206,14 @@ def test_pod_runs_as_the_image_non_root_user() -> None:
     image_user = re.search(r"^USER (\d+)", (ROOT / "docker" / "cloud.Dockerfile").read_text(), re.MULTILINE)
     assert image_user is not None, "docker/cloud.Dockerfile sets no numeric USER"
     assert pod_security["runAsUser"] == int(image_user.group(1))
+
+
+def test_workers_follow_the_cpus_the_container_requests() -> None:
+    """One server process per requested CPU, read by the downward API from this very container."""
+    container = cloud_container()
+    workers = next(v for v in container["env"] if v["name"] == f"{ENV_PREFIX}WORKERS")
+    field = workers["valueFrom"]["resourceFieldRef"]
+    assert field["containerName"] == container["name"]
+    # requests, not limits: without a limit, limits.cpu reads as the node's CPU count
+    assert field["resource"] == "requests.cpu" and "cpu" in container["resources"]["requests"]
+    assert str(field.get("divisor", "1")) == "1", "whole CPUs (Kubernetes rounds up: 500m gives 1)"
