@@ -16,14 +16,21 @@ plus the bundle's own (trained) tasks through its cloud ONNX decoders on the sam
 test split, and its coded bytes per sample. ``--baseline DIR`` measures a second bundle
 (tuned and trained tasks, bytes) side by side, for example one trained with the older
 objective. ``--json`` prints one JSON object on stdout; a plot per task goes next to ``--out``.
+
+Every tuned decoder and the joint run are independent single-threaded trainings, so they run
+in ``--jobs`` processes at once (default: one per CPU this process may use); the numbers do not
+depend on the job count, only the wall time does.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,7 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tune-epochs", type=int, default=None, help="decoder epochs (default: devtune tune's)")
     parser.add_argument("--joint-epochs", type=int, default=None,
                         help="joint training epochs (default: the bundle's); 0 skips the joint run")
-    parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads per training")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="trainings run at once, each in its own process (default: one per usable CPU)")
     parser.add_argument("--quick", action="store_true",
                         help="CI-sized: 1000 training and 300 test samples, 3 tune epochs, 1 joint epoch")
     parser.add_argument("--no-plot", dest="plot", action="store_false", help="skip the plot")
@@ -132,31 +141,62 @@ def pixel_probe(info: TaskInfo, train: Dataset, test: Dataset) -> float:
 
 # ---- one bundle -------------------------------------------------------------------------
 
+# What the worker processes read. They are forked after it is set, so the arrays are shared
+# copy-on-write instead of pickled to every job.
+_FROZEN: dict[str, tuple[Any, list[Any]]] = {}  # "bundle"/"baseline" -> (ModelConfig, [train, val, test])
 
-def _bundle_side(bundle: Path, infos: list[TaskInfo], train: Dataset, val: Dataset, test: Dataset,
-                 epochs: int | None, threads: int) -> tuple[BundleFacts, dict[str, float]]:
-    """The bundle's trained tasks and bytes, and a tuned decoder per held-out task."""
+
+def _tune_one(side: str, info: TaskInfo, config: Any) -> float:
+    """Train one decoder on one frozen bundle as `devtune tune` does; its test metric."""
+    import torch
+
     from models.train import heads_for
-    from models.tune import FrozenSplit, TuneConfig, bundle_config, onnx_score, represent, train_decoder
+    from models.tune import onnx_score, train_decoder
+
+    torch.set_num_threads(config.threads)
+    cfg, (train, val, test) = _FROZEN[side]
+    (head,) = heads_for([info])
+    onnx, _ = train_decoder(cfg, head, train, val, config)
+    return float(onnx_score(onnx, head, test))
+
+
+def _freeze(side: str, bundle: Path, train: Dataset, val: Dataset, test: Dataset, threads: int) -> BundleFacts:
+    """Run the three splits through the bundle's device half once; its trained tasks and bytes."""
+    from models.train import heads_for
+    from models.tune import FrozenSplit, bundle_config, onnx_score, represent
     from shared.bundle import read_manifest
 
     manifest = read_manifest(bundle)
-    cfg = bundle_config(bundle, manifest)
     started = time.perf_counter()
     splits = [FrozenSplit(represent(bundle, part.images, threads=threads), part) for part in (train, val, test)]
     log.info("represented %d samples through %s in %.0f s", sum(len(p) for p in (train, val, test)), bundle,
              time.perf_counter() - started)
+    _FROZEN[side] = (bundle_config(bundle, manifest), splits)
     trained = {spec.name: onnx_score((bundle / spec.file).read_bytes(), heads_for([spec_info(spec)])[0], splits[2])
                for spec in manifest.tasks if spec.default}
-    config = TuneConfig(threads=threads, **({"epochs": epochs} if epochs else {}))
-    tuned = {}
-    for info, head in zip(infos, heads_for(infos)):
-        onnx, _ = train_decoder(cfg, head, splits[0], splits[1], config)
-        tuned[info.name] = onnx_score(onnx, head, splits[2])
-        log.info("%s: tuned %.4f", info.name, tuned[info.name])
-    facts = BundleFacts(str(bundle), str(manifest.training.get("objective", "tasks+rate")),
-                        _bytes_per_sample(bundle, test), trained)
-    return facts, tuned
+    return BundleFacts(str(bundle), str(manifest.training.get("objective", "tasks+rate")),
+                       _bytes_per_sample(bundle, test), trained)
+
+
+class _Inline(Executor):
+    """``--jobs 1``: every job runs in this process, when submitted."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def _pool(jobs: int) -> Executor:
+    if jobs <= 1:
+        return _Inline()
+    # fork: the workers inherit _FROZEN and the data sets; torch runs one thread in this
+    # process, so the children inherit no thread pool to break
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"))
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def spec_info(spec: Any) -> TaskInfo:
@@ -174,14 +214,18 @@ def _bytes_per_sample(bundle: Path, test: Dataset) -> float:
     return float(np.mean(sizes))
 
 
-def _joint(bundle: Path, tasks: list[str], train: Dataset, test: Dataset, epochs: int | None) -> dict[str, float]:
+def _joint(bundle: Path, tasks: list[str], train: Dataset, test: Dataset, epochs: int | None,
+           threads: int) -> dict[str, float]:
     """The bundle's model trained from scratch with every task of ``tasks`` from the start."""
+    import torch
+
     from devtune.bench.bundles import joint_train_config
     from models.train import evaluate
     from models.train import train as fit_model
     from models.tune import bundle_config
     from shared.bundle import read_manifest
 
+    torch.set_num_threads(threads)
     manifest = read_manifest(bundle)
     tcfg = joint_train_config(manifest, tasks, epochs)
     log.info("joint training on %d tasks from the start: %d samples, %d epochs", len(tcfg.tasks or ()),
@@ -259,13 +303,27 @@ def _measure(args: argparse.Namespace) -> TransferReport:
     if not infos:
         raise ValueError(f"no held-out tasks to measure in {train.name!r}; name them with --tasks")
 
-    facts, tuned = _bundle_side(bundle, infos, train, val, test, tune_epochs, args.threads)
-    baseline: BundleFacts | None = None
-    baseline_tuned: dict[str, float] = {}
-    if args.baseline is not None:
-        baseline, baseline_tuned = _bundle_side(Path(args.baseline), infos, train, val, test, tune_epochs,
-                                                args.threads)
-    joint = _joint(bundle, [t.name for t in infos], train, test, joint_epochs) if joint_epochs != 0 else {}
+    from models.tune import TuneConfig
+
+    facts = _freeze("bundle", bundle, train, val, test, args.threads)
+    baseline = (_freeze("baseline", Path(args.baseline), train, val, test, args.threads)
+                if args.baseline is not None else None)
+    config = TuneConfig(threads=args.threads, **({"epochs": tune_epochs} if tune_epochs else {}))
+    jobs = args.jobs or usable_cpus()
+    log.info("%d tunings%s in %d processes", len(infos) * (2 if baseline else 1),
+             " and the joint run" if joint_epochs != 0 else "", jobs)
+    try:
+        with _pool(jobs) as pool:  # the longest job (joint) first, so it does not start last
+            joint_job = (pool.submit(_joint, bundle, [t.name for t in infos], train, test, joint_epochs,
+                                     args.threads) if joint_epochs != 0 else None)
+            tuning = {(side, info.name): pool.submit(_tune_one, side, info, config) for side in _FROZEN for info in infos}
+            tuned = {name: job.result() for (side, name), job in tuning.items() if side == "bundle"}
+            baseline_tuned = {name: job.result() for (side, name), job in tuning.items() if side == "baseline"}
+            joint = joint_job.result() if joint_job is not None else {}
+    finally:
+        _FROZEN.clear()
+    for name, value in tuned.items():
+        log.info("%s: tuned %.4f", name, value)
     results = []
     for info in infos:
         metric, higher_is_better = METRICS[info.kind]

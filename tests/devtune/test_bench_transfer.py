@@ -19,7 +19,7 @@ from models.metrics import chance
 def report(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     out = tmp_path_factory.mktemp("transfer") / "bench-transfer.json"
     code = main(["bench", "transfer", "--bundle", str(tiny_bundle), "--baseline", str(tiny_bundle), "--quick",
-                 "--count", "256", "--test-count", "96", "--tune-epochs", "2", "--out", str(out)])
+                 "--count", "256", "--test-count", "96", "--tune-epochs", "2", "--jobs", "2", "--out", str(out)])
     assert code == 0
     return json.loads(out.read_text()), out
 
@@ -43,6 +43,19 @@ def test_bundle_facts_and_targets(report: Any) -> None:
     assert set(document["targets"]) == {"beats_pixels", "near_joint", "trained_kept", "bytes"}
     # the baseline is the same bundle: nothing lost, the same bytes
     assert document["targets"]["trained_kept"]["holds"] and document["targets"]["bytes"]["ratio"] == 1.0
+
+
+def test_the_numbers_do_not_depend_on_how_many_jobs_ran_them(report: Any, tiny_bundle: Path,
+                                                             tmp_path: Path) -> None:
+    out = tmp_path / "one-job.json"
+    code = main(["bench", "transfer", "--bundle", str(tiny_bundle), "--quick", "--count", "256", "--test-count", "96",
+                 "--tune-epochs", "2", "--tasks", "quadrant,brightness", "--joint-epochs", "0", "--jobs", "1",
+                 "--no-plot", "--out", str(out)])
+    assert code == 0
+    inline, pooled = json.loads(out.read_text())["tasks"], report[0]["tasks"]
+    for task in ("quadrant", "brightness"):
+        assert inline[task]["tuned"] == pooled[task]["tuned"]  # same seed, one thread: the same decoder
+        assert inline[task]["joint"] is None
 
 
 def test_pixel_probe_sees_what_pixels_show_and_chance_is_a_constant() -> None:
