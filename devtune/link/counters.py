@@ -8,7 +8,7 @@ headers, handshakes and ACKs included), not a sum of payload sizes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any
 
 from devtune.link.netns import iproute
@@ -28,16 +28,11 @@ class LinkCounters:
     up_retransmits: int = 0  # TCP segments the device namespace sent again (each crosses the link again)
     down_retransmits: int = 0  # TCP segments the cloud namespace sent again
 
+    def __add__(self, other: LinkCounters) -> LinkCounters:
+        return LinkCounters(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
     def __sub__(self, before: LinkCounters) -> LinkCounters:
-        return LinkCounters(
-            up_bytes=self.up_bytes - before.up_bytes,
-            down_bytes=self.down_bytes - before.down_bytes,
-            up_packets=self.up_packets - before.up_packets,
-            down_packets=self.down_packets - before.down_packets,
-            drops=self.drops - before.drops,
-            up_retransmits=self.up_retransmits - before.up_retransmits,
-            down_retransmits=self.down_retransmits - before.down_retransmits,
-        )
+        return LinkCounters(*(a - b for a, b in zip(astuple(self), astuple(before), strict=True)))
 
 
 def _tbf_drops(namespace: str, device: str) -> int:
