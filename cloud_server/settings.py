@@ -65,6 +65,9 @@ class CloudSettings(BaseSettings):
     keep_versions: int = Field(0, ge=0)
     """Serve only the newest N versions of each name from the repository, and any version that is
     still the newest for some device fingerprint (0: every version). Files are never deleted."""
+    otel: bool = False
+    """FastAPI's OpenTelemetry spans, metrics and logs per request, for a process whose providers are
+    configured (e.g. under ``opentelemetry-instrument``). Off, a request does not pay for asking."""
     log_json: bool = False
     """Write logs as JSON lines with the request id."""
     log_level: str = "info"

@@ -14,7 +14,7 @@ from pathlib import Path
 from devtune.bench.loadgen import LevelResult, OpenLoopResult
 from devtune.bench.serve.cli import plan_from_args
 from devtune.bench.serve.decoders import DecoderPasses, DecoderRate
-from devtune.bench.serve.levels import Level, Overload
+from devtune.bench.serve.levels import Level, Overload, merge_rounds
 from devtune.bench.serve.scaling import TaskCount, make_many_task_bundle
 from devtune.bench.serve.targets import body_framing, evaluate_targets
 from shared.bundle import read_bytes_checked, read_manifest
@@ -136,3 +136,31 @@ def test_targets_are_judged_on_the_saturating_level_and_skip_what_was_not_measur
     without_off = evaluate_targets(plan, levels[:3], DecoderRate(4.0, 1200.0, 3.3), overload, scaling,
                                    DecoderPasses(0.1, 0.2))
     assert "batching_speedup" not in without_off.named()
+
+
+def test_rounds_merge_into_one_level_each_with_the_median_throughput_and_pooled_latencies() -> None:
+    def level(rps: float, latencies: tuple[float, ...], server: str = "now") -> Level:
+        result = LevelResult(32, 1.0, len(latencies), len(latencies), 0, 0, rps, 0.0, 0.0, 0.0, 0.1, latencies)
+        return Level(True, "msgpack", result, 8.0, 1000.0, 0.5, 2.0, 0.2, server, {"app": rps / 100})
+
+    rounds = [level(100.0, (1.0, 2.0)), level(300.0, (3.0,)), level(200.0, (4.0, 5.0)), level(50.0, (9.0,), "base")]
+    merged = {m.server: m for m in merge_rounds(rounds)}
+    now = merged["now"]
+    assert now.throughput_rps == 200.0 and now.result.answered == 5  # the median round, every answer
+    assert now.result.p50_ms == 3.0 and now.stages_ms == {"app": 2.0}
+    assert now.server_cpu_s == 1.5 and now.server_cpu_ms_per_request == 2.0  # summed; the median round
+    assert merged["base"] == rounds[3]  # a level measured once is kept as it is
+
+
+def test_profile_stacks_are_put_in_the_first_stage_they_match_and_shares_add_up() -> None:
+    from devtune.bench.serve.profile import classify, stage_shares
+
+    decoder = "_worker (concurrent/futures/thread.py:83);Batcher._compute (cloud_server/batcher.py:259);" \
+              "Session.run (onnxruntime/capi/onnxruntime_inference_collection.py:406)"
+    entropy = "run_asgi (uvicorn/protocols/http/httptools_impl.py:422);DataPlane.predict (cloud_server/dataplane.py:1);" \
+              "RansCoder.decode (shared/entropy/rans.py:125)"
+    assert classify(decoder) == "decoder passes"  # not thread hand-off, though it runs in the pool
+    assert classify(entropy) == "entropy decode"  # not app + middleware, though it runs in the app
+    assert classify("main (x.py:1)") == "other"
+    shares, samples = stage_shares(f"{decoder} 30\n{entropy} 10\nmain (x.py:1) 10\n\n")
+    assert samples == 50 and shares == {"decoder passes": 0.6, "entropy decode": 0.2, "other": 0.2}

@@ -50,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default) or auto (uvicorn's pick of what is installed now)")
     parser.add_argument("--compare-stack", action="store_true",
                         help="also run this tree's server on asyncio + h11, to weigh the HTTP stack")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure the levels in this many interleaved rounds: median throughput and CPU, "
+                             "percentiles over all rounds (default 1; more on a busy machine)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="also profile each batching server with py-spy at concurrency 1 and 32 and "
+                             "report where a request's time goes; collapsed stacks are written to DIR")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
                         help="raw: pre-built HTTP/1.1 on asyncio streams (cheap, default); httpx: AsyncClient")
 
@@ -62,8 +68,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     if unknown or not encodings:
         raise ValueError(f"unknown encoding(s) {unknown or encodings}; use msgpack, json or both")
     seconds = args.seconds if args.seconds is not None else (1.0 if quick else 3.0)
-    if seconds <= 0 or args.max_requests < 1 or args.timeout <= 0:
-        raise ValueError("--seconds, --max-requests and --timeout must be positive")
+    if seconds <= 0 or args.max_requests < 1 or args.timeout <= 0 or args.rounds < 1:
+        raise ValueError("--seconds, --max-requests, --timeout and --rounds must be positive")
     task_counts = args.task_counts or [1, 2, 4, 8, 16, 32]
     if task_counts[-1] > 32:
         raise ValueError(f"the many-task bundle has 32 tasks; ask for at most 32, not {task_counts[-1]}")
@@ -92,6 +98,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         baseline_src=baseline.resolve() if baseline is not None else None,
         baseline_stack="auto" if args.baseline_stack == "auto" else "h11",
         compare_stack=bool(args.compare_stack),
+        rounds=args.rounds,
+        profile_dir=args.profile,
     )
 
 

@@ -17,15 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from devtune.bench.loadgen import LevelResult, OpenLoopResult
 from devtune.bench.serve.plan import BATCH_ON, Plan
 
 if TYPE_CHECKING:
     from devtune.bench.loadgen import Workload
     from devtune.bench.serve.bodies import Bodies
+    from devtune.bench.serve.profile import Profile
     from devtune.server_process import ServerProcess, Stack
 
-__all__ = ["Level", "Overload", "levels_and_overload", "saturation"]
+__all__ = ["Level", "Overload", "levels_and_overload", "merge_rounds", "saturation"]
 
 log = logging.getLogger("devtune")
 
@@ -137,8 +140,78 @@ def _start_servers(exits: ExitStack, bundle: Path, model: str, bodies: Bodies, p
     return servers
 
 
-def levels_and_overload(bundle: Path, model: str, bodies: Bodies, plan: Plan) -> tuple[list[Level], Overload]:
-    """Every (encoding, concurrency) on every server, then the overload run on the batching one.
+def _median(values: list[float]) -> float:
+    return round(float(np.median(values)), 3)
+
+
+def merge_rounds(levels: list[Level]) -> list[Level]:
+    """One level per (server, batching, encoding, concurrency): the median round's throughput,
+    CPU and batch, percentiles over the latencies of all rounds, counts summed."""
+    from devtune.bench.loadgen import percentile
+
+    groups: dict[tuple[str, bool, str, int], list[Level]] = {}
+    for level in levels:
+        groups.setdefault((level.server, level.batching, level.encoding, level.concurrency), []).append(level)
+    merged = []
+    for (server, batching, encoding, concurrency), rounds in groups.items():
+        if len(rounds) == 1:
+            merged.append(rounds[0])
+            continue
+        results = [r.result for r in rounds]
+        latencies = tuple(ms for r in results for ms in r.latencies_ms)
+        result = LevelResult(
+            concurrency=concurrency, seconds=round(sum(r.seconds for r in results), 3),
+            sent=sum(r.sent for r in results), answered=sum(r.answered for r in results),
+            refused_503=sum(r.refused_503 for r in results), errors=sum(r.errors for r in results),
+            throughput_rps=round(_median([r.throughput_rps for r in results]), 1),
+            p50_ms=percentile(latencies, 50), p90_ms=percentile(latencies, 90), p99_ms=percentile(latencies, 99),
+            client_cpu_s=round(sum(r.client_cpu_s for r in results), 3), latencies_ms=latencies,
+        )
+        cpu = [r.server_cpu_s for r in rounds]
+        cpu_per_request = [r.server_cpu_ms_per_request for r in rounds]
+        stages = [r.stages_ms for r in rounds if r.stages_ms is not None]
+        merged.append(Level(
+            batching=batching, encoding=encoding, result=result,
+            mean_batch=round(_median([r.mean_batch for r in rounds]), 2),
+            decoder_rps_in_server=round(_median([r.decoder_rps_in_server for r in rounds]), 1),
+            server_cpu_s=round(sum(c for c in cpu if c is not None), 3) if None not in cpu else None,
+            server_cpu_ms_per_request=_median([c for c in cpu_per_request if c is not None])
+            if None not in cpu_per_request else None,
+            client_cpu_ms_per_request=_median([r.client_cpu_ms_per_request for r in rounds]),
+            server=server,
+            stages_ms={k: _median([s[k] for s in stages]) for k in stages[0]} if stages else None,
+        ))
+    return merged
+
+
+def _profiles(servers: list[_Server], plan: Plan) -> list[Profile]:
+    """With ``plan.profile_dir``: each batching server at concurrency 1 and 32 (or the most measured)
+    under py-spy, first encoding only."""
+    from devtune.bench.serve.profile import profile_level
+
+    if plan.profile_dir is None:
+        return []
+    encoding = plan.encodings[0]
+    levels = sorted({min(plan.concurrency), 32 if 32 in plan.concurrency else max(plan.concurrency)})
+    profiles = []
+    for concurrency in levels:
+        for server in servers:
+            if not server.batching:
+                continue
+            out = plan.profile_dir / f"{server.name}-{encoding}-c{concurrency}.txt"
+            profile = profile_level(server.process, server.workloads[encoding], server.name, encoding, concurrency,
+                                    plan.seconds, plan.max_requests, plan.timeout, plan.client, out)
+            log.info("profile %-8s c=%-3d %s ms/request: %s", server.name, concurrency,
+                     profile.server_cpu_ms_per_request,
+                     ", ".join(f"{k} {v:.2f}" for k, v in profile.stages_ms.items()))
+            profiles.append(profile)
+    return profiles
+
+
+def levels_and_overload(bundle: Path, model: str, bodies: Bodies, plan: Plan
+                        ) -> tuple[list[Level], Overload, list[Profile]]:
+    """Every (encoding, concurrency) on every server, the profiles (``--profile``), then the overload
+    run on the batching one.
 
     The baseline and the h11 server are measured on the first encoding only (msgpack by default).
     """
@@ -147,18 +220,22 @@ def levels_and_overload(bundle: Path, model: str, bodies: Bodies, plan: Plan) ->
     levels: list[Level] = []
     with ExitStack() as exits:
         servers = _start_servers(exits, bundle, model, bodies, plan)
-        for encoding in plan.encodings:
-            for concurrency in plan.concurrency:
-                for server in servers:
-                    if server.name != "now" and encoding != plan.encodings[0]:
-                        continue
-                    level = _run_level(server, encoding, concurrency, plan)
-                    r = level.result
-                    log.info("%-8s batching %-3s %-7s c=%-3d %7.1f req/s  p50 %7.2f  p99 %7.2f ms  batch %5.1f  "
-                             "errors %d  503 %d", server.name, "on" if server.batching else "off", encoding,
-                             concurrency, r.throughput_rps, r.p50_ms, r.p99_ms, level.mean_batch, r.errors,
-                             r.refused_503)
-                    levels.append(level)
+        for _ in range(plan.rounds):  # interleaved rounds: a busy spell weighs on every server alike
+            for encoding in plan.encodings:
+                for concurrency in plan.concurrency:
+                    for server in servers:
+                        if server.name != "now" and encoding != plan.encodings[0]:
+                            continue
+                        level = _run_level(server, encoding, concurrency, plan)
+                        r = level.result
+                        log.info("%-8s batching %-3s %-7s c=%-3d %7.1f req/s  p50 %7.2f  p99 %7.2f ms  "
+                                 "batch %5.1f  errors %d  503 %d", server.name, "on" if server.batching else "off",
+                                 encoding, concurrency, r.throughput_rps, r.p50_ms, r.p99_ms, level.mean_batch,
+                                 r.errors, r.refused_503)
+                        levels.append(level)
+        levels = merge_rounds(levels)
+
+        profiles = _profiles(servers, plan)
 
         # Saturation, measured again right before the overload so that both see the same machine.
         encoding = plan.encodings[0]
@@ -179,4 +256,4 @@ def levels_and_overload(bundle: Path, model: str, bodies: Bodies, plan: Plan) ->
         child = batching.process.process
         if child is None or child.poll() is not None:
             raise RuntimeError("the server died during the overload run; see its log above")
-    return levels, overload
+    return levels, overload, profiles

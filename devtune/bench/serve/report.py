@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from devtune.bench.serve.levels import Level
@@ -32,7 +33,7 @@ def report_json(report: ServeReport) -> dict[str, Any]:
     plan = asdict(report.plan)
     del plan["overload_factor"], plan["connections"]  # "overload" has them, as factor and connections
     delay_ms, max_queue = plan.pop("delay_ms"), plan.pop("max_queue")
-    plan["baseline_src"] = str(report.plan.baseline_src) if report.plan.baseline_src is not None else None
+    plan = {k: str(v) if isinstance(v, Path) else v for k, v in plan.items()}  # baseline_src, profile_dir
     config = {**plan, "max_batch_size_on": BATCH_ON, "delay_ms": delay_ms, "max_queue": max_queue, "threads": 1}
     overload = asdict(report.overload)
     return {
@@ -45,6 +46,7 @@ def report_json(report: ServeReport) -> dict[str, Any]:
         "overload": {**{k: v for k, v in overload.items() if k != "result"}, **overload["result"]},
         "tasks_scaling": [asdict(r) for r in report.tasks_scaling],
         "targets": {name: asdict(target) for name, target in report.targets.named().items()},
+        "profiles": [asdict(p) for p in report.profiles],
         "seconds": report.seconds,
     }
 
@@ -65,6 +67,9 @@ def render_table(report: ServeReport) -> str:
     lines.append(f"overload at {o.rate_rps:.0f} req/s for {report.plan.overload_seconds} s: sent {o.sent}, "
                  f"answered {o.answered}, refused_503 {o.refused_503}, lost {o.lost}")
     lines.append("tasks -> p50 ms: " + ", ".join(f"{r.tasks}: {r.p50_ms:.2f}" for r in report.tasks_scaling))
+    for p in report.profiles:
+        lines.append(f"profile {p.server} c={p.concurrency}: {p.server_cpu_ms_per_request} CPU ms/request = "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in p.stages_ms.items()))
     lines.append("")
     for name, target in report.targets.named().items():
         judged = f" measured {target.measured:g} (threshold {target.threshold:g}; {target.basis})" \

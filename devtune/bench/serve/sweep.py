@@ -12,6 +12,7 @@ from pathlib import Path
 from devtune.bench.serve.decoders import DecoderRate
 from devtune.bench.serve.levels import Level, Overload
 from devtune.bench.serve.plan import Plan
+from devtune.bench.serve.profile import Profile
 from devtune.bench.serve.scaling import TaskCount
 from devtune.bench.serve.targets import ServeTargets
 
@@ -46,6 +47,7 @@ class ServeReport:
     tasks_scaling: list[TaskCount]
     targets: ServeTargets
     seconds: float
+    profiles: list[Profile]
 
 
 def _loadavg() -> list[float]:
@@ -70,7 +72,7 @@ def measure(plan: Plan, bundle: Path) -> ServeReport:
 
     log.info("raw decoders at batch sizes %s", plan.concurrency)
     raw = raw_decoders(bundle, bodies.symbols, plan.concurrency, plan.raw_seconds)
-    levels, overload = levels_and_overload(bundle, manifest.name, bodies, plan)
+    levels, overload, profiles = levels_and_overload(bundle, manifest.name, bodies, plan)
 
     # The raw ceiling at the batch size the server reached at saturation, read off the
     # curve measured before the servers started (not measured again later: the load
@@ -96,4 +98,5 @@ def measure(plan: Plan, bundle: Path) -> ServeReport:
         targets=evaluate_targets(plan, levels, raw_at_saturation, overload, scaling, passes, bare_pass_ms,
                                  body_framing(bodies.msgpack, bodies.coded_bytes)),
         seconds=round(time.perf_counter() - started, 1),
+        profiles=profiles,
     )
