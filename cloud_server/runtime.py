@@ -1,8 +1,17 @@
-"""The cloud half of a bundle: decoders on ONNX Runtime, and the checks before them."""
+"""The cloud half of a bundle: decoders on ONNX Runtime, and the checks before them.
+
+A bundle with a trunk (``cloud/trunk.onnx``) runs it once over a batch's rows and feeds every
+wanted head from its features: k tasks cost one trunk pass and k small heads. A text bundle's
+request carries one text of T tokens, T varying; ``decode`` pads its z to the bundle's most
+tokens and appends the attention mask as one more channel, so requests of any length stack
+into one batch (the batcher concatenates rows) and the trunk still sees which tokens are real.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +20,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from shared.bundle import read_bytes_checked, read_manifest
-from shared.codecs import codec_for
+from shared.codecs import Codec, codec_for
 from shared.errors import CodecError, FingerprintMismatch, ProtocolError, UnknownTask
 from shared.manifest import Manifest
 from shared.protocol import PredictRequest, fingerprint_matches
@@ -24,7 +33,7 @@ __all__ = ["CloudBundle", "Decoded"]
 class Decoded:
     """A request after every check: what the decoders will run on."""
 
-    z: npt.NDArray[np.float32]  # (B, N, C) dequantized
+    z: npt.NDArray[np.float32]  # (B, N, C) dequantized; text: (B, max_tokens, C + 1), the mask last
     tasks: list[str]
     decode_ms: float
 
@@ -49,6 +58,19 @@ class CloudBundle:
         }
         self.task_names = list(self.sessions)
         self.default_tasks = self.manifest.default_tasks  # what a request naming no task gets
+        self.on_trunk = {task.name for task in self.manifest.tasks if task.source == "trunk"}
+        self.trunk: ort.InferenceSession | None = None
+        if self.manifest.trunk is not None:
+            self.trunk = ort.InferenceSession(
+                read_bytes_checked(self.bundle_dir, self.manifest, self.manifest.trunk.file),
+                options,
+                providers=["CPUExecutionProvider"],
+            )
+        self.text = self.manifest.is_text
+        self.trunk_passes = 0  # how often the trunk ran: once per batch, whatever the tasks
+        self._codecs: dict[int, Codec] = {}
+        self._last: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None  # rows, features
+        self._lock = threading.Lock()
 
     @property
     def fingerprint(self) -> str:
@@ -57,9 +79,10 @@ class CloudBundle:
     def warm_up(self) -> None:
         """Run every decoder once so the first real request pays no start-up cost."""
         n, c = self.manifest.representation.shape
-        z = np.zeros((1, n, c), dtype=np.float32)
+        z = self._rows(np.zeros((1, min(n, 2) if self.text else n, c), dtype=np.float32))
         for name in self.task_names:
             self.run(name, z)
+        self.trunk_passes = 0
 
     def decode(self, request: PredictRequest) -> Decoded:
         """Check a request against this bundle and turn its payload into decoder input.
@@ -95,17 +118,70 @@ class CloudBundle:
             )
         tasks = self.resolve_tasks(request.tasks)
         started = time.perf_counter()
-        symbols = self.codec.decode(rep.data, rep.shape)
-        z = dequantize(symbols, quant)
+        symbols = self.codec_for(rep.shape).decode(rep.data, rep.shape)
+        z = self._rows(dequantize(symbols, quant))
         return Decoded(z, tasks, (time.perf_counter() - started) * 1000)
 
     def decode_symbols(self, symbols: npt.NDArray[np.uint8], tasks: list[str] | None) -> Decoded:
-        """Already-decoded symbols (B, N, C) from a front end that carries plain tensors (OIP)."""
-        self.codec.check_symbols(symbols)
+        """Already-decoded symbols (B, N, C) from a front end that carries plain tensors (OIP);
+        for text every one of the N tokens is real."""
+        self.codec_for(symbols.shape).check_symbols(symbols)
         resolved = self.resolve_tasks(tasks)
         started = time.perf_counter()
-        z = dequantize(symbols, self.manifest.representation.quant)
+        z = self._rows(dequantize(symbols, self.manifest.representation.quant))
         return Decoded(z, resolved, (time.perf_counter() - started) * 1000)
+
+    def codec_for(self, shape: tuple[int, ...]) -> Codec:
+        """The codec for a representation of ``shape`` (B, N, C): the bundle's; for text, the
+        bundle's tables for this text's N tokens (1..max_tokens)."""
+        if not self.text:
+            return self.codec
+        most, channels = self.manifest.representation.shape
+        if len(shape) != 3 or not 1 <= shape[1] <= most or shape[2] != channels or shape[0] < 1:
+            raise CodecError(
+                f"representation shape {list(shape)} does not fit this text bundle: [B, T, {channels}] with "
+                f"1 <= T <= {most} tokens; encode with the same bundle"
+            )
+        tokens = int(shape[1])
+        if tokens not in self._codecs:
+            self._codecs[tokens] = codec_for(self.manifest.representation.with_tokens(tokens))
+        return self._codecs[tokens]
+
+    def _rows(self, z: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Decoder input for z (B, T, C): as is; text: padded to max_tokens, the mask appended."""
+        if not self.text:
+            return z
+        b, t, c = z.shape
+        rows = np.zeros((b, self.manifest.representation.shape[0], c + 1), dtype=np.float32)
+        rows[:, :t, :c] = z
+        rows[:, :t, c] = 1.0
+        return rows
+
+    def features(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The trunk's features (B, D) for decoder input ``rows``; the last rows asked for are
+        kept, so the heads of one batch share one trunk pass."""
+        if self.trunk is None:
+            raise UnknownTask(f"{self.manifest.name} has no trunk; its tasks take the representation",
+                              known=self.task_names)
+        with self._lock:
+            if self._last is not None and self._last[0] is rows:
+                return self._last[1]
+        if self.text:
+            mask = rows[:, :, -1]
+            tokens = max(1, int(mask.sum(axis=1).max()))  # drop the padding no row uses
+            z, attention = rows[:, :tokens, :-1], mask[:, :tokens].astype(np.int64)
+        else:
+            z, attention = rows, np.ones(rows.shape[:2], dtype=np.int64)
+        (out,) = self.trunk.run(None, {"z": np.ascontiguousarray(z), "attention_mask": attention})
+        features = np.asarray(out, dtype=np.float32)
+        with self._lock:
+            self.trunk_passes += 1
+            self._last = (rows, features)  # holding rows keeps its id from being reused
+        return features
+
+    def run_tasks(self, rows: npt.NDArray[np.float32], tasks: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        """Every task in ``tasks`` on the same rows: the trunk (if any) once, then each head."""
+        return {task: self.run(task, rows) for task in tasks}
 
     def resolve_tasks(self, tasks: list[str] | None) -> list[str]:
         if tasks is None:
@@ -121,5 +197,9 @@ class CloudBundle:
         return list(dict.fromkeys(tasks))
 
     def run(self, task: str, z: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        (out,) = self.sessions[task].run(None, {"z": z})
+        """One task's output for decoder input ``z`` (what ``decode`` made, rows concatenated)."""
+        if task in self.on_trunk:
+            (out,) = self.sessions[task].run(None, {"features": self.features(z)})
+        else:
+            (out,) = self.sessions[task].run(None, {"z": z})
         return np.asarray(out)

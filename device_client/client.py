@@ -16,6 +16,10 @@ older than v2.
     auto    one of those per request, from estimates of the link (``chooser.PathChooser``)
 
 ``Result.path``, ``encoder_at`` and ``decoders_at`` say where each part of an answer ran.
+
+A text bundle takes strings (``predict(["a sentence", ...])``) along the split path: each
+text is tokenized and encoded here and sent as its own request (its real tokens only), and
+the answers come back as one ``Result``.
 """
 
 from __future__ import annotations
@@ -112,6 +116,9 @@ class DeviceClient:
         self.image_format: ImageFormat = image_format
         self.jpeg_quality = jpeg_quality
         self.encoder = bundle if isinstance(bundle, DeviceEncoder) else DeviceEncoder(bundle)
+        if self.encoder.is_text and mode != "split":
+            raise ConfigError(f"bundle {self.encoder.manifest.name} takes text, which runs split only: the "
+                              f"device half here, the trunk and heads in the cloud; use mode='split', not {mode!r}")
         self.decoders: LocalDecoders | None = None
         if mode in ("device", "auto"):
             try:
@@ -143,7 +150,10 @@ class DeviceClient:
     def predict(
         self, images: Sequence[ImageLike], tasks: Sequence[str] | None = None, request_id: str | None = None
     ) -> Result:
-        """Predictions for ``images`` along this client's mode (auto: the path it expects fastest)."""
+        """Predictions for ``images`` along this client's mode (auto: the path it expects fastest);
+        for a text bundle, ``images`` are strings."""
+        if self.encoder.is_text:
+            return self.predict_texts(images, tasks, request_id)  # type: ignore[arg-type]
         path: PathName = self.chooser.choose() if self.chooser is not None else self._fixed_path()
         if path == "cloud":
             result = self.predict_cloud(images, tasks, request_id)
@@ -155,6 +165,30 @@ class DeviceClient:
             self.chooser.record(path, result.encode_ms, result.roundtrip_ms, result.response.timing.total_ms,
                                 result.payload_bytes, result.answer_bytes)
         return result
+
+    def predict_texts(
+        self, texts: Sequence[str], tasks: Sequence[str] | None = None, request_id: str | None = None
+    ) -> Result:
+        """Texts of a text bundle, one request each; the answers as one ``Result`` (bytes and
+        times summed, predictions in the order of ``texts``)."""
+        if isinstance(texts, str):
+            raise ConfigError("pass a list of texts, not one string: predict(['a sentence'])")
+        if not texts:
+            raise ValueError("no texts to encode; pass at least one string")
+        results = [self.send(self.encoder.encode_text(text), tasks, request_id) for text in texts]
+        if len(results) == 1:
+            return results[0]
+        first = results[0].response
+        predictions = {task: [p for r in results for p in r.response.predictions[task]] for task in first.predictions}
+        timings = [r.response.timing for r in results]
+        timing = Timing(**{field: sum(getattr(t, field) for t in timings) for field in Timing.model_fields})
+        answered = {r.answered_by for r in results}
+        response = first.model_copy(update={
+            "predictions": predictions, "timing": timing,
+            "answered_by": answered.pop() if len(answered) == 1 else "cloud",
+        })
+        return Result(response, sum(r.payload_bytes for r in results), sum(r.encode_ms for r in results),
+                      sum(r.roundtrip_ms for r in results), "split", sum(r.answer_bytes for r in results))
 
     def _fixed_path(self) -> PathName:
         return "split" if self.mode == "auto" else self.mode

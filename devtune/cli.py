@@ -21,6 +21,7 @@ from shared.errors import BundleError, ConfigError, DataError, DeviceTuningError
 from shared.manifest import DEFAULT_CODEC, CodecName
 
 if TYPE_CHECKING:
+    from shared.manifest import Manifest
     from shared.protocol import Image
 
 __all__ = ["EXIT_CODES", "exit_code", "main"]
@@ -64,28 +65,72 @@ def _task_list(text: str | None) -> list[str] | None:
     return tasks
 
 
+IMAGE_ENCODERS = ("vit", "conv")
+
+
 def _train(args: argparse.Namespace) -> int:
+    if args.preset is not None or args.encoder not in IMAGE_ENCODERS:
+        return _train_text(args)
     from devtune.pipeline import train_bundle
 
+    text_only = [flag for flag, value in (("--split", args.split), ("--freeze/--no-freeze", args.freeze),
+                                          ("--steps", args.steps), ("--max-tokens", args.max_tokens))
+                 if value is not None]
+    if text_only:
+        raise ConfigError(f"{', '.join(text_only)} apply to a pre-trained encoder (--encoder SPEC or --preset), "
+                          f"not the built-in {args.encoder!r} image encoder; drop them or name an encoder")
     manifest = train_bundle(
         args.out,
-        data=args.data,
+        data=args.data or "shapes",
         epochs=args.epochs,
-        bits=args.bits,
-        bottleneck=args.bottleneck,
+        bits=args.bits or 4,
+        bottleneck=args.bottleneck or 8,
         rate_lambda=args.rate_lambda,
         encoder=args.encoder,
         codec=args.codec,
         seed=args.seed,
-        name=args.name,
+        name=args.name or "default",
         fallback=args.fallback,
         objective=args.objective,
         distortion=args.distortion,
     )
-    print(f"bundle {manifest.name} v{manifest.version} written to {args.out}")
+    _print_bundle(manifest, args.out)
+    return 0
+
+
+def _train_text(args: argparse.Namespace) -> int:
+    """--encoder SPEC (minilm, a Hugging Face directory, package.module:factory) or --preset."""
+    from models.pretrained.pipeline import TextTrainConfig, preset
+
+    if args.fallback:
+        raise ConfigError("--fallback heads are for image bundles; a text bundle's heads sit on the cloud trunk")
+    options = {"split": args.split, "data": args.data, "freeze": args.freeze, "steps": args.steps,
+               "epochs": args.epochs, "bits": args.bits, "bottleneck": args.bottleneck,
+               "rate_lambda": args.rate_lambda, "max_tokens": args.max_tokens, "codec": args.codec,
+               "seed": args.seed, "name": args.name}
+    if args.preset is not None:
+        if args.encoder not in (*IMAGE_ENCODERS, args.preset):
+            options["encoder"] = args.encoder
+        cfg = preset(args.preset, **options)
+    else:
+        if args.split is None:
+            raise ConfigError(f"--encoder {args.encoder!r} needs --split N: how many of its blocks run on the "
+                              "device (the rest become the cloud trunk)")
+        cfg = TextTrainConfig(encoder=args.encoder, **{k: v for k, v in options.items() if v is not None})
+    from models.pretrained.pipeline import train_text_bundle
+
+    manifest = train_text_bundle(args.out, cfg)
+    _print_bundle(manifest, args.out)
+    facts = manifest.training
+    print(f"  split after block {cfg.split} of {cfg.encoder}: {facts['coded_bytes_per_sample']} B a text coded, "
+          f"{facts['float32_bytes_at_split']} B as float32 at the split")
+    return 0
+
+
+def _print_bundle(manifest: Manifest, out: Path) -> None:
+    print(f"bundle {manifest.name} v{manifest.version} written to {out}")
     print(f"  tasks: {', '.join(manifest.task_names)}")
     print(f"  device fingerprint: {manifest.device_fingerprint}")
-    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -120,13 +165,20 @@ def _predict(args: argparse.Namespace) -> int:
             raise ConfigError(f"bundle {args.bundle} has no preview (it was trained without the rd objective); "
                               "drop --preview or train with `devtune train --objective rd`")
         tasks = [*(tasks or manifest.default_tasks), "preview"]
+    if args.text and args.images:
+        raise ConfigError("give image files or --text, not both; a bundle takes one kind of input")
+    if not args.text and not args.images:
+        raise ConfigError("nothing to predict: give image files, or --text \"a sentence\" for a text bundle")
     missing = [str(image) for image in args.images if not Path(image).is_file()]
     if missing:
         raise ConfigError(f"image file(s) {missing} not found; check the path(s)")
     timeout = httpx.Timeout(args.timeout, connect=min(3.0, args.timeout))
     with DeviceClient(args.bundle, args.server, api_key=args.api_key, timeout=timeout,
                       retries=args.retries) as client:
-        for number, image in enumerate(args.images):
+        if client.encoder.is_text != bool(args.text):
+            kind = "text: pass --text \"a sentence\"" if client.encoder.is_text else "images: pass image files"
+            raise ConfigError(f"bundle {args.bundle} takes {kind}")
+        for number, image in enumerate(args.text or args.images):
             result = client.predict([image], tasks)
             row: dict[str, object] = {}
             for task, preds in result.response.predictions.items():
@@ -140,8 +192,8 @@ def _predict(args: argparse.Namespace) -> int:
                 else:
                     row[task] = {"dense": list(pred.shape)}
             if args.json:
-                print(json.dumps({"image": str(image), "answered_by": result.answered_by, "predictions": row,
-                                  "payload_bytes": result.payload_bytes}))
+                print(json.dumps({"text" if args.text else "image": str(image), "answered_by": result.answered_by,
+                                  "predictions": row, "payload_bytes": result.payload_bytes}))
             else:
                 shown = "  ".join(f"{k}={_shown(v)}" for k, v in row.items())
                 print(f"{image}: {shown}  [{result.payload_bytes} B, {result.answered_by}]")
@@ -174,19 +226,35 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="shapes",
-                   help="shapes (default), digits, or a folder in the user-data format")
+    p.add_argument("--data", default=None,
+                   help="shapes (default), digits, or a folder in the user-data format; for a text encoder: "
+                   "sentences (default) or a text folder (labels.csv with a text column)")
     p.add_argument("--epochs", type=positive_int, default=None,
-                   help="passes over the training split (default 6)")
-    p.add_argument("--bits", type=int, choices=[2, 4, 8], default=4,
-                   help="quantization depth of the bottleneck")
-    p.add_argument("--bottleneck", type=positive_int, default=8, help="channels per token sent to the cloud")
+                   help="passes over the training split (default 6; text: head epochs on the trunk, 30)")
+    p.add_argument("--bits", type=int, choices=[2, 4, 8], default=None,
+                   help="quantization depth of the bottleneck (default 4; text 8)")
+    p.add_argument("--bottleneck", type=positive_int, default=None,
+                   help="channels per token sent to the cloud (default 8; text 16)")
     p.add_argument("--lambda", dest="rate_lambda", type=float, default=None, help="loss weight per bit")
-    p.add_argument("--encoder", choices=["vit", "conv"], default="vit", help="shared encoder architecture")
+    p.add_argument("--encoder", default="vit", metavar="SPEC",
+                   help="vit (default) or conv: a built-in image encoder trained from scratch; or a pre-trained "
+                   "text encoder to split: minilm, a local Hugging Face model directory, or package.module:factory "
+                   "(an nn.Module with embed(input_ids) and blocks; see docs/bring-your-own-model.md)")
+    p.add_argument("--split", type=positive_int, default=None,
+                   help="pre-trained encoder: blocks that run on the device; the rest is the cloud trunk")
+    p.add_argument("--freeze", action=argparse.BooleanOptionalAction, default=None,
+                   help="pre-trained encoder: keep its weights fixed (default) or let distillation move them")
+    p.add_argument("--preset", choices=["minilm"], default=None,
+                   help="a tested text setting: minilm = all-MiniLM-L6-v2 split after block 2 on the "
+                   "generated sentences (needs the [pretrained] extra and the MiniLM wheel)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="pre-trained encoder: distillation steps (default 300)")
+    p.add_argument("--max-tokens", type=positive_int, default=None,
+                   help="pre-trained encoder: texts are truncated to this many tokens (default 32)")
     p.add_argument("--codec", choices=list(get_args(CodecName)), default=DEFAULT_CODEC,
                    help=f"payload codec (default {DEFAULT_CODEC}; rans-lanes decodes whole batches faster)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--name", default="default", help="bundle name")
+    p.add_argument("--name", default=None, help="bundle name (default: default; text: text, or the preset's)")
     p.add_argument("--fallback", default="",
                    help="comma-separated tasks to give device-side fallback heads")
     p.add_argument("--objective", choices=["rd", "supervised"], default="rd",
@@ -246,10 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("predict",
-                       help="encode images on the device and ask the cloud (needs the [device] extra)",
-                       description="Run the device half of a bundle on image files and POST the compressed "
-                       "representation to a running `devtune serve`.")
-    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...), any size")
+                       help="encode images (or texts) on the device and ask the cloud (needs the [device] extra)",
+                       description="Run the device half of a bundle on image files (a text bundle: on --text "
+                       "strings) and POST the compressed representation to a running `devtune serve`.")
+    p.add_argument("images", nargs="*", help="image files (PNG, JPEG, ...), any size")
+    p.add_argument("--text", action="append", default=[],
+                   help="a text for a text bundle (repeat for several); tokenized and encoded here")
     p.add_argument("--bundle", type=Path, required=True, help="bundle directory (only device/ is used)")
     p.add_argument("--server", default="http://127.0.0.1:8000", help="cloud base URL")
     p.add_argument("--tasks", help="comma-separated tasks (default: all the server has)")

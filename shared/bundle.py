@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from shared.errors import BundleError, IntegrityError
 from shared.manifest import Manifest
 
-__all__ = ["MANIFEST_FILE", "hash_files", "read_bytes_checked", "read_manifest", "write_manifest"]
+__all__ = [
+    "MANIFEST_FILE", "hash_files", "manifest_json", "read_bytes_checked", "read_manifest", "write_manifest",
+]
 
 MANIFEST_FILE = "manifest.json"
 
@@ -62,7 +65,20 @@ def hash_files(bundle_dir: str | Path) -> dict[str, str]:
     }
 
 
+def manifest_json(manifest: Manifest) -> dict[str, Any]:
+    """The manifest as written: fields added since format 1 (``trunk``, ``TaskSpec.source``) are
+    left out where they have their defaults, so an image bundle's manifest reads exactly as it
+    did and servers from before them still load it."""
+    fields = manifest.model_dump(mode="json")
+    if fields.get("trunk") is None:
+        fields.pop("trunk", None)
+    for task in fields["tasks"]:
+        if task.get("source") == "representation":
+            del task["source"]
+    return fields
+
+
 def write_manifest(bundle_dir: str | Path, manifest: Manifest) -> Path:
     path = Path(bundle_dir) / MANIFEST_FILE
-    path.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+    path.write_text(json.dumps(manifest_json(manifest), indent=2) + "\n")
     return path

@@ -14,7 +14,8 @@ The block contract, what every loaded encoder offers::
     embed(input_ids (B,T) int64) -> h (B,T,D) float32
     blocks: nn.ModuleList          # block(h (B,T,D), mask (B,T) float 1=token 0=pad) -> (B,T,D);
                                    # a block whose forward takes one argument gets h alone
-    tokenize(texts) -> (ids, mask) # optional; (B,T) int64 numpy arrays. Without it: bytes + 3
+    tokenizer: str | Path          # optional: a tokenizer.json (the device runs it with the
+                                   # `tokenizers` library); without it: UTF-8 bytes + 3
 
 The model can be cut before any block: split N puts ``embed`` and ``blocks[:N]`` on the
 device, ``blocks[N:]`` in the cloud.
@@ -24,60 +25,18 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
 import torch
 from torch import nn
 
 from models.pretrained.minilm import MINILM, minilm_dir, sha256_file
+from models.pretrained.tokenizer import ByteTokenizer, HFTokenizer, Tokenizer
 from shared.errors import ConfigError
 
 __all__ = ["ByteTokenizer", "HFTokenizer", "LoadedEncoder", "Tokenizer", "load_encoder"]
-
-
-class Tokenizer(Protocol):
-    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, mask), both (B, T) int64, padded to the longest text."""
-        ...
-
-
-class ByteTokenizer:
-    """UTF-8 bytes + 3 (0 pad, 1 start, 2 end): the fallback for a factory without a tokenizer."""
-
-    vocab_size = 259
-
-    def __init__(self, max_tokens: int = 64) -> None:
-        self.max_tokens = max_tokens
-
-    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        rows = [[1, *(b + 3 for b in t.encode()[: self.max_tokens - 2]), 2] for t in texts]
-        width = max(len(r) for r in rows)
-        ids = np.zeros((len(rows), width), dtype=np.int64)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = row
-        return ids, (ids > 0).astype(np.int64)
-
-
-class HFTokenizer:
-    """A ``tokenizer.json`` through the ``tokenizers`` library (the device uses the same file)."""
-
-    def __init__(self, path: Path, max_tokens: int = 64) -> None:
-        from tokenizers import Tokenizer as _Tokenizer
-
-        self.path = path
-        self.tokenizer = _Tokenizer.from_file(str(path))
-        self.tokenizer.enable_truncation(max_tokens)
-        self.tokenizer.enable_padding(pad_id=0)
-
-    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        encoded = self.tokenizer.encode_batch(list(texts))
-        ids = np.asarray([e.ids for e in encoded], dtype=np.int64)
-        mask = np.asarray([e.attention_mask for e in encoded], dtype=np.int64)
-        return ids, mask
 
 
 @dataclass
@@ -142,7 +101,7 @@ def _load_hf(folder: Path, spec: str, files: dict[str, str] | None, max_tokens: 
     def fresh() -> nn.Module:
         return _HFEncoder(AutoModel.from_config(config))
 
-    return LoadedEncoder(spec, _HFEncoder(model), HFTokenizer(folder / "tokenizer.json", max_tokens),
+    return LoadedEncoder(spec, _HFEncoder(model), HFTokenizer.from_file(folder / "tokenizer.json", max_tokens),
                          config.hidden_size, recorded, fresh)
 
 
@@ -161,7 +120,12 @@ def _load_factory(spec: str, max_tokens: int) -> LoadedEncoder:
                           "nn.Module with embed(input_ids) -> (B,T,D) and a non-empty nn.ModuleList `blocks`")
     if isinstance(blocks, nn.Sequential):
         module.blocks = nn.ModuleList(blocks)
-    tokenize: Tokenizer = getattr(module, "tokenize", None) or ByteTokenizer(max_tokens)
+    tokenizer_file = getattr(module, "tokenizer", None)
+    if tokenizer_file is not None and not Path(tokenizer_file).is_file():
+        raise ConfigError(f"encoder {spec!r}: its tokenizer {tokenizer_file!r} is not a file; point it at a "
+                          "tokenizer.json or leave it out for UTF-8 bytes")
+    tokenize: Tokenizer = (HFTokenizer.from_file(Path(tokenizer_file), max_tokens) if tokenizer_file
+                           else ByteTokenizer(max_tokens))
     dim = _probe(spec, module, tokenize)
     return LoadedEncoder(spec, module, tokenize, dim, {}, factory)
 

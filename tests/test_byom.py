@@ -1,0 +1,163 @@
+"""Bring your own model: a user's torch module, split by `devtune train --encoder module:factory`,
+served by the real server, asked about sentences over HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from cloud_server.runtime import CloudBundle
+from device_client import DeviceClient, DeviceEncoder
+from devtune.cli import main
+from models.textdata import TASKS
+from shared.bundle import read_manifest
+from shared.protocol import Classification, Regression, pack_request, unpack_request
+
+WIDTH = 24
+FACTORY = "tests.test_byom:user_model"
+
+
+class UserBlock(nn.Module):
+    """Masked self-attention and an MLP, post-norm: what a user's small transformer might be."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(WIDTH, 3 * WIDTH)
+        self.mlp = nn.Sequential(nn.Linear(WIDTH, 2 * WIDTH), nn.GELU(), nn.Linear(2 * WIDTH, WIDTH))
+        self.ln1, self.ln2 = nn.LayerNorm(WIDTH), nn.LayerNorm(WIDTH)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(h).chunk(3, dim=-1)  # (B, T, D) each
+        scores = q @ k.transpose(1, 2) / WIDTH**0.5 + (1.0 - mask)[:, None, :] * -1e4  # (B, T, T)
+        h = self.ln1(h + scores.softmax(-1) @ v)
+        return self.ln2(h + self.mlp(h))
+
+
+class UserModel(nn.Module):
+    """Three blocks over UTF-8 bytes (no tokenizer of its own: the byte tokenizer is used)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(259, WIDTH)
+        self.pos = nn.Parameter(torch.randn(1, 64, WIDTH) * 0.02)
+        self.blocks = nn.ModuleList(UserBlock() for _ in range(3))
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.tokens(input_ids) + self.pos[:, : input_ids.shape[1]]  # (B, T, D)
+
+
+def user_model() -> nn.Module:
+    torch.manual_seed(0)
+    return UserModel()
+
+
+@pytest.fixture(scope="module")
+def text_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("byom") / "user"
+    code = main(["train", "--encoder", FACTORY, "--split", "1", "--steps", "30", "--epochs", "3",
+                 "--bottleneck", "4", "--max-tokens", "48", "--out", str(out), "--name", "user"])
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def text_server(text_bundle: Path) -> Iterator[str]:
+    from devtune.server_process import ServerProcess
+
+    with ServerProcess(text_bundle, auth="off") as process:
+        yield process.url
+
+
+def test_the_bundle_splits_the_user_model_with_a_trunk(text_bundle: Path) -> None:
+    manifest = read_manifest(text_bundle)
+    text = manifest.text_input
+    assert text is not None and text.max_tokens == 48
+    assert manifest.trunk is not None and manifest.trunk.blocks == 2 and manifest.trunk.features == WIDTH
+    assert {t.source for t in manifest.tasks} == {"trunk"}
+    assert manifest.task_names == ["sentiment", "topic", "count", "negated"]  # tense held out
+    assert (text_bundle / "device" / "tokenizer.json").is_file()
+    # the coded representation is far smaller than float32 features at the split
+    facts = manifest.training
+    assert float(facts["coded_bytes_per_sample"]) < float(facts["float32_bytes_at_split"]) / 10
+
+
+def test_sentences_predicted_over_http(text_bundle: Path, text_server: str) -> None:
+    sentences = ["Yesterday the three pizzas were great.", "Tomorrow those 5 laptops will not be dull!"]
+    with DeviceClient(text_bundle, text_server) as client:
+        result = client.predict(sentences)
+    predictions = result.response.predictions
+    assert set(predictions) == {"sentiment", "topic", "count", "negated"}
+    classes = {t.name: t.classes for t in TASKS}
+    for task in ("sentiment", "topic", "negated"):
+        assert len(predictions[task]) == 2
+        assert all(isinstance(p, Classification) and p.label in (classes[task] or []) for p in predictions[task])
+    assert all(isinstance(p, Regression) and len(p.values) == 1 for p in predictions["count"])
+    # one request per sentence, each carrying only its own tokens' bytes
+    assert result.payload_bytes > 0 and result.answered_by == "cloud"
+
+
+def test_http_answers_equal_the_bundle_run_locally(text_bundle: Path, text_server: str) -> None:
+    """The served trunk and heads give what the ONNX graphs give on the device's symbols."""
+    sentence = "Honestly, last week those four cameras were lovely."
+    encoder = DeviceEncoder(text_bundle)
+    with DeviceClient(encoder, text_server) as client:
+        served = client.predict([sentence], ["topic", "count"]).response.predictions
+    manifest = encoder.manifest
+    symbols = encoder.text_symbols(sentence)  # (1, T, C)
+    z = symbols.astype(np.float32) * np.float32(manifest.representation.quant.scale)
+    trunk = ort.InferenceSession(str(text_bundle / "cloud" / "trunk.onnx"))
+    (features,) = trunk.run(None, {"z": z, "attention_mask": np.ones(symbols.shape[:2], dtype=np.int64)})
+    head = ort.InferenceSession(str(text_bundle / "cloud" / "count.onnx"))
+    (count,) = head.run(None, {"features": features})
+    assert served["count"][0].values[0] == pytest.approx(float(count[0, 0]), abs=1e-4)  # type: ignore[union-attr]
+
+
+def test_one_trunk_pass_feeds_every_head_of_a_batch(text_bundle: Path) -> None:
+    encoder, bundle = DeviceEncoder(text_bundle), CloudBundle(text_bundle)
+    texts = ["A short one.", "A somewhat longer sentence about five noodles and the tacos."]
+    decoded = [bundle.decode(unpack_request(pack_request(encoder.request(encoder.encode_text(t), protocol=2))))
+               for t in texts]
+    rows = np.concatenate([d.z for d in decoded])  # what the batcher stacks, texts of different lengths
+    together = bundle.run_tasks(rows, bundle.task_names)
+    assert bundle.trunk_passes == 1
+    # each text alone gives the same answers as in the batch: the mask keeps the padding out
+    for i, d in enumerate(decoded):
+        alone = bundle.run_tasks(d.z, bundle.task_names)
+        for task in bundle.task_names:
+            np.testing.assert_allclose(together[task][i], alone[task][0], atol=1e-4)
+
+
+def test_devtune_predict_text(text_bundle: Path, text_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["predict", "--bundle", str(text_bundle), "--server", text_server, "--json",
+                 "--text", "The other day the 7 tablets were superb."])
+    assert code == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["text"].startswith("The other day") and set(row["predictions"]) >= {"sentiment", "count"}
+
+
+def test_predict_refuses_images_for_a_text_bundle(text_bundle: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    picture = tmp_path / "x.png"
+    picture.write_bytes(b"not really")
+    assert main(["predict", "--bundle", str(text_bundle), str(picture)]) == 2
+    assert "takes text" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--encoder", FACTORY, "--split", "3"], "split 3 does not exist"),
+    (["--encoder", FACTORY], "needs --split N"),
+    (["--encoder", "tests.test_byom:nothing_here", "--split", "1"], "cannot import"),
+    (["--split", "1"], "apply to a pre-trained encoder"),
+])
+def test_bad_train_options_are_one_line_errors(argv: list[str], message: str, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--out", str(tmp_path / "b"), *argv]) == 2
+    assert message in capsys.readouterr().err
