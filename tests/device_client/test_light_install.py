@@ -40,3 +40,25 @@ def test_every_subcommand_has_help() -> None:
         done = subprocess.run([sys.executable, "-m", "devtune", command, "--help"], capture_output=True,
                               text=True, check=True)
         assert "usage: devtune" in done.stdout, command
+
+
+TEXT_PROBE = """
+import sys
+from device_client import DeviceEncoder
+encoder = DeviceEncoder(sys.argv[1])
+encoded = encoder.encode_text("Yesterday the three pizzas were great.")
+assert encoded.symbols.shape[0] == 1 and encoded.payload
+heavy = sorted(m for m in ("torch", "transformers", "fastapi", "uvicorn") if m in sys.modules)
+print("HEAVY", heavy)
+"""
+
+
+def test_text_device_path_imports_neither_torch_nor_transformers(tmp_path: Path) -> None:
+    from models.pretrained.pipeline import TextTrainConfig, train_text_bundle
+
+    bundle = tmp_path / "text"
+    train_text_bundle(bundle, TextTrainConfig(encoder="tests.test_byom:user_model", split=1, steps=2, epochs=1,
+                                              bottleneck=4, head_dim=8, train_texts=64))
+    done = subprocess.run([sys.executable, "-c", TEXT_PROBE, str(bundle)], capture_output=True, text=True,
+                          check=True)
+    assert "HEAVY []" in done.stdout, done.stdout + done.stderr
