@@ -36,7 +36,11 @@ MODES = tuple(CLIENT_MODES)  # split, cloud-png, cloud-jpeg, device, auto
 WARMUP = 2  # untimed requests per path first: its connection, its sessions' first runs
 AUTO_WARMUP = PathChooser(["split", "cloud", "device"]).learning_requests
 """auto's untimed requests first: its chooser's learning phase, each path 4 times (see docs/link.md)."""
-ROUND = 5  # samples of one mode before the next mode's turn
+ROUND = 5  # samples of one mode before the next mode's turn, at most
+CYCLE_MS = 3000.0
+"""A round of every mode takes at most about this long: the server (uvicorn) closes a connection
+idle for 5 s, and a request sent while its close is still crossing a long round trip fails
+("Server disconnected"). Slow links get rounds shorter than ROUND to stay under it."""
 FRAME_OVERHEAD = 66
 """Bytes the veth counts per frame beyond its TCP payload: Ethernet 14 + IPv4 20 + TCP 32 (timestamps)."""
 WIRE_TOLERANCE = 0.02
@@ -69,8 +73,9 @@ class ModeRun:
     retransmits_down: int = 0
     chosen: str = ""  # auto: the path of each sample, by first letter (s split, c cloud, d device)
     link_estimate: dict[str, float | None] | None = None  # auto: the round trip and rate it inferred
-    latency_ms: tuple[float, ...] = ()  # every sample, in the order sent (ROUND per round)
+    latency_ms: tuple[float, ...] = ()  # every sample, in the order sent (round_samples per round)
     warmup_ms: tuple[float, ...] = ()  # the untimed warm-up requests
+    round_samples: int = ROUND  # samples of this mode in a row before the next mode's turn
 
     @property
     def expected_up(self) -> int:
@@ -137,7 +142,7 @@ def _ask(device: subprocess.Popen[str], command: dict[str, Any], timeout: float 
 
 def _link_runs(bundle: Path, images_file: Path, mbit: float, rtt_ms: float, samples: int,
                quality: int) -> list[ModeRun]:
-    """Every mode on one link, interleaved: ROUND samples of each in turn, the order rotating."""
+    """Every mode on one link, interleaved: a few samples of each in turn, the order rotating."""
     from devtune.link import Link
 
     name = f"{mbit:g} Mbit/s, {rtt_ms:g} ms"
@@ -164,10 +169,16 @@ def _link_runs(bundle: Path, images_file: Path, mbit: float, rtt_ms: float, samp
 
         for mode in MODES:  # opens each mode's connection and runs its sessions once: untimed
             one(mode, 0, AUTO_WARMUP if mode == "auto" else WARMUP, timed=False)
-        for index, first in enumerate(range(0, samples, ROUND)):
+        started = time.perf_counter()
+        link.counters()
+        reading_ms = (time.perf_counter() - started) * 1000
+        # one sample of each mode: a fixed mode's last warm-up request, auto's fastest (where it will stay)
+        sample_ms = sum(min(results[m].warmup_ms) if m == "auto" else results[m].warmup_ms[-1] for m in MODES)
+        size = max(1, min(ROUND, int((CYCLE_MS - len(MODES) * reading_ms) / sample_ms)))
+        for index, first in enumerate(range(0, samples, size)):
             shift = index % len(MODES)
             for mode in MODES[shift:] + MODES[:shift]:
-                one(mode, first, min(ROUND, samples - first), timed=True)
+                one(mode, first, min(size, samples - first), timed=True)
     runs = []
     for mode in MODES:
         result, counted = results[mode], wire[mode]
@@ -179,7 +190,7 @@ def _link_runs(bundle: Path, images_file: Path, mbit: float, rtt_ms: float, samp
             counted.up_bytes, counted.down_bytes, counted.up_packets, counted.down_packets, counted.drops,
             counted.up_retransmits, counted.down_retransmits,
             "".join(path[0] for path in result.chosen) if mode == "auto" else "", result.link_estimate,
-            tuple(result.latency_ms), tuple(result.warmup_ms)))
+            tuple(result.latency_ms), tuple(result.warmup_ms), size))
         log.info("%s %s: p50 %.1f ms p99 %.1f ms, %.1f fps, %d B up on the wire", name, mode,
                  runs[-1].p50_ms, runs[-1].p99_ms, runs[-1].fps, counted.up_bytes)
     return runs
@@ -195,7 +206,7 @@ def _judge_auto(runs: list[ModeRun]) -> dict[str, Any]:
     fixed = {r.mode: r for r in runs if r.mode != "auto"}
     best = min(fixed.values(), key=lambda r: r.p50_ms)
     # The noise floor: the best mode's own p50 over the even rounds against the odd ones.
-    halves = [[v for i, v in enumerate(best.latency_ms) if (i // ROUND) % 2 == side] for side in (0, 1)]
+    halves = [[v for i, v in enumerate(best.latency_ms) if (i // best.round_samples) % 2 == side] for side in (0, 1)]
     noise = max(_p50(h) for h in halves) / min(_p50(h) for h in halves) - 1 if all(halves) else 0.0
     return {"auto": auto.p50_ms, "best": best.mode, "best_ms": best.p50_ms,
             "ratio": round(auto.p50_ms / best.p50_ms, 3),
