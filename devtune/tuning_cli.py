@@ -37,7 +37,8 @@ def positive_int(text: str) -> int:
 
 
 def pack_cloud_half(bundle_dir: str | Path) -> bytes:
-    """A .tar.gz of what a server loads: manifest.json and cloud/ (not the device half or checkpoint)."""
+    """A .tar.gz of what a server loads: manifest.json and cloud/ (the trunk too, if the bundle has one;
+    not the device half or checkpoint)."""
     from shared.bundle import MANIFEST_FILE, read_manifest
 
     root = Path(bundle_dir)
@@ -46,8 +47,9 @@ def pack_cloud_half(bundle_dir: str | Path) -> bytes:
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         arcname = f"{manifest.name}-v{manifest.version}"
         tar.add(root / MANIFEST_FILE, arcname=f"{arcname}/{MANIFEST_FILE}")
-        for task in manifest.tasks:
-            tar.add(root / task.file, arcname=f"{arcname}/{task.file}")
+        files = [task.file for task in manifest.tasks] + ([manifest.trunk.file] if manifest.trunk else [])
+        for relpath in files:
+            tar.add(root / relpath, arcname=f"{arcname}/{relpath}")
     return buffer.getvalue()
 
 
@@ -88,8 +90,11 @@ def push_bundle(bundle_dir: str | Path, server: str, admin_key: str | None = Non
 
 def _tune(args: argparse.Namespace) -> int:
     from models.tune import TuneConfig, tune_bundle
+    from shared.errors import ConfigError
 
     task: str | None = args.task
+    if args.fallback is not None and _is_text(args.bundle):
+        raise ConfigError("--fallback heads are for image bundles; a text bundle's heads sit on the cloud trunk")
     if args.fallback == "" and task is None:  # bare --fallback: a head for the default (held-out) task
         from models.data import load_dataset
 
@@ -113,6 +118,12 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_text(bundle: Path) -> bool:
+    from shared.bundle import read_manifest
+
+    return read_manifest(bundle).is_text
+
+
 def _push(args: argparse.Namespace) -> int:
     admin_key = args.admin_key or os.environ.get(ADMIN_KEY_ENV)
     loaded = push_bundle(args.bundle, args.server, admin_key, timeout=args.timeout)
@@ -134,7 +145,8 @@ def add_tuning_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--task",
                    help="task to add (default: the data set's first held-out task, quadrant for shapes)")
     p.add_argument("--data", default="shapes",
-                   help="shapes (default), digits, or a folder in the user-data format")
+                   help="shapes (default), digits, or a folder in the user-data format; a text bundle: "
+                   "sentences (taken for the default) or a text folder")
     p.add_argument("--fallback", nargs="?", const="", default=None, metavar="TASKS",
                    help="also give tasks a small head in the device half, answered there when the server "
                    "is unreachable; bare --fallback: the tuned task, or a comma-separated list")

@@ -161,3 +161,30 @@ def test_bad_train_options_are_one_line_errors(argv: list[str], message: str, tm
                                                capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--out", str(tmp_path / "b"), *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_tune_a_held_out_task_on_the_frozen_trunk_and_push_it(
+    text_bundle: Path, text_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tuned = tmp_path / "v2"
+    assert main(["tune", "--bundle", str(text_bundle), "--out", str(tuned), "--epochs", "2",
+                 "--count", "512"]) == 0
+    before, after = read_manifest(text_bundle), read_manifest(tuned)
+    assert after.version == before.version + 1 and after.device_fingerprint == before.device_fingerprint
+    assert after.task("tense").source == "trunk" and after.trunk == before.trunk
+    assert main(["push", "--bundle", str(tuned), "--server", text_server]) == 0
+    assert "tense" in capsys.readouterr().out
+    # the same device half, unchanged, now gets the new task answered by the new version
+    with DeviceClient(text_bundle, text_server) as client:
+        response = client.predict(["Tomorrow the two trains will be nice."], ["tense", "topic"]).response
+    assert response.version == after.version
+    assert response.predictions["tense"][0].label in ("past", "future")  # type: ignore[union-attr]
+
+
+def test_a_preset_takes_the_options_given(tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    assert main(["train", "--preset", "minilm", "--encoder", FACTORY, "--split", "2", "--steps", "2",
+                 "--epochs", "1", "--bottleneck", "4", "--name", "mine", "--out", str(out)]) == 0
+    manifest = read_manifest(out)
+    assert manifest.name == "mine" and manifest.training["encoder"] == FACTORY
+    assert manifest.training["split"] == 2 and manifest.representation.shape == (32, 4)  # the preset's 32 tokens

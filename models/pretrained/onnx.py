@@ -25,7 +25,7 @@ from models.pretrained.fit import FitResult
 from models.pretrained.split import SplitModel
 from shared.errors import ConfigError
 
-__all__ = ["SplitGraphs", "check_onnx", "export_split"]
+__all__ = ["SplitGraphs", "check_onnx", "export_head", "export_split"]
 
 
 class _DeviceGraph(nn.Module):
@@ -92,12 +92,15 @@ def export_split(result: FitResult) -> SplitGraphs:
     z = torch.rand(2, 7, model.cfg.bottleneck)
     trunk = _onnx_bytes(_TrunkGraph(model), (z, mask), {"z": seq, "attention_mask": seq},
                         f"cloud trunk (blocks[{model.cfg.split}:])")
-    heads = {}
-    for name, head in model.heads.items():
-        mean, std = result.targets.get(name, (0.0, 1.0))
-        heads[name] = _onnx_bytes(DecoderGraph(head, mean, std), (torch.randn(2, model.dim),),
-                                  {"features": {0: "batch"}}, f"head {name!r}")
+    heads = {name: export_head(head, *result.targets.get(name, (0.0, 1.0)), model.dim, name)
+             for name, head in model.heads.items()}
     return SplitGraphs(device, trunk, heads)
+
+
+def export_head(head: nn.Module, mean: float, std: float, dim: int, name: str) -> bytes:
+    """cloud/<task>.onnx: features (B, D) -> outputs, regression de-standardized inside."""
+    return _onnx_bytes(DecoderGraph(head, mean, std), (torch.randn(2, dim),), {"features": {0: "batch"}},
+                       f"head {name!r}")
 
 
 def _run(graph: bytes, feeds: dict[str, np.ndarray]) -> np.ndarray:

@@ -52,11 +52,11 @@ PRESETS: dict[str, TextTrainConfig] = {
 }
 
 
-def preset(name: str, **overrides: object) -> TextTrainConfig:
-    """A preset with the options a user gave on top (None: keep the preset's)."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
-    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+def preset(which: str, **overrides: object) -> TextTrainConfig:
+    """Preset ``which`` with the options a user gave on top (None: keep the preset's)."""
+    if which not in PRESETS:
+        raise ConfigError(f"unknown preset {which!r}; known: {sorted(PRESETS)}")
+    return replace(PRESETS[which], **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 
 
 def train_text_bundle(out: str | Path, cfg: TextTrainConfig) -> Manifest:
