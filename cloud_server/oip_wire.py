@@ -44,6 +44,7 @@ __all__ = [
     "InferRequest",
     "RequestedOutput",
     "encode_response",
+    "input_shape",
     "parse_request",
     "read_request",
 ]
@@ -175,9 +176,17 @@ def _symbols_from_bytes(raw: bytes, shape: tuple[int, int, int], how: str) -> np
     return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
 
 
+def input_shape(manifest: Manifest) -> list[int]:
+    """The input tensor's shape for model metadata: [-1, N, C]; a text bundle's N varies: -1."""
+    n, c = manifest.representation.shape
+    return [-1, -1 if manifest.is_text else n, c]
+
+
 def _shape(value: Any, manifest: Manifest, limits: Limits) -> tuple[int, int, int]:
     n, c = manifest.representation.shape
     want = f"[B, {n}, {c}] with 1 <= B <= {limits.max_batch}"
+    if manifest.is_text:  # one text's T real tokens, every one of them real
+        want = f"[B, T, {c}] with 1 <= T <= {n} tokens and 1 <= B <= {limits.max_batch}"
     if (
         not isinstance(value, list)
         or len(value) != 3
@@ -185,7 +194,8 @@ def _shape(value: Any, manifest: Manifest, limits: Limits) -> tuple[int, int, in
     ):
         raise ProtocolError(f"input '{INPUT_NAME}' shape must be a list of 3 integers {want}, got {value!r}")
     batch, tokens, channels = value
-    if (tokens, channels) != (n, c) or not 1 <= batch <= limits.max_batch:
+    fits = 1 <= tokens <= n if manifest.is_text else tokens == n
+    if not fits or channels != c or not 1 <= batch <= limits.max_batch:
         raise ProtocolError(
             f"input '{INPUT_NAME}' shape {value} does not fit: expected {want}; "
             "send the symbols DeviceEncoder.encode(...).symbols gives, split into smaller batches if needed"

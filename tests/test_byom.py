@@ -188,3 +188,19 @@ def test_a_preset_takes_the_options_given(tmp_path: Path) -> None:
     manifest = read_manifest(out)
     assert manifest.name == "mine" and manifest.training["encoder"] == FACTORY
     assert manifest.training["split"] == 2 and manifest.representation.shape == (32, 4)  # the preset's 32 tokens
+
+
+def test_open_inference_protocol_takes_one_texts_symbols(text_bundle: Path, text_server: str) -> None:
+    import httpx
+
+    encoder = DeviceEncoder(text_bundle)
+    symbols = encoder.text_symbols("Last month the six hotels were poor.")  # (1, T, C), T below max_tokens
+    body = {"inputs": [{"name": "representation", "datatype": "UINT8", "shape": list(symbols.shape),
+                        "data": symbols.reshape(-1).tolist()}], "outputs": [{"name": "topic"}]}
+    answer = httpx.post(f"{text_server}/v2/models/user/infer", json=body, timeout=10)
+    assert answer.status_code == 200, answer.text
+    (output,) = answer.json()["outputs"]
+    assert output["name"] == "topic" and output["shape"] == [1, 4]
+    with DeviceClient(encoder, text_server) as client:
+        served = client.predict(["Last month the six hotels were poor."], ["topic"]).response.predictions["topic"][0]
+    assert int(np.argmax(output["data"])) == served.index  # type: ignore[union-attr]
