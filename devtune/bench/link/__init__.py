@@ -11,9 +11,11 @@ each mode::
     device       encoder and decoders on the device; nothing crosses the link
     auto         the client picks one of split, cloud (PNG) and device per request
 
-It reports p50 / p99 latency per sample, frames per second, and the bytes the link's veth
-counted each way next to the HTTP bodies and headers the client sent (the difference is
-TCP/IP framing). The matched JPEG quality is found first, through the real server on
+The modes take turns in short rounds (5 samples each, fewer on slow links, the order
+rotating), all from one device-side process, so that a load spike on the shared machine hits
+every mode alike. It reports p50 / p99 latency per sample, frames per second, and the bytes
+the link's veth counted each way during each mode's rounds next to the HTTP bodies and
+headers the client sent (the difference is TCP/IP framing). The matched JPEG quality is found first, through the real server on
 loopback: the lowest quality whose accuracy on every classification task is within 1 point
 of split's (none matching: the highest tried, and the report says so). Where the link cannot run (not root, no tbf) it says why and exits 2.
 
