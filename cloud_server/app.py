@@ -51,9 +51,9 @@ log = logging.getLogger("cloud_server")
 
 def _telemetry(on: bool) -> dict[str, Any]:
     """FastAPI's own OpenTelemetry bridge (newer FastAPI) asks on every request whether a tracer,
-    meter or logger provider is configured, reading os.environ each time: 0.5-0.6 ms of a
-    request's 3-6 ms of server CPU in a py-spy profile (docs/serving.md). Off unless asked for;
-    an older FastAPI has no such bridge and takes no such argument."""
+    meter or logger provider is configured, reading os.environ each time: 1-6% of the server's
+    samples in py-spy profiles under load (docs/serving.md). Off unless asked for; an older
+    FastAPI has no such bridge and takes no such argument."""
     if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
         return {}
     return {"telemetry": {"tracing": on, "metrics": on, "logs": on}}

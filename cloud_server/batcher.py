@@ -11,6 +11,11 @@ payload is being decoded, or their body parsed, off the loop). A lone request ru
 once, so at concurrency 1 the latency is the work, not the delay. Under load the
 requests that arrive while a pass runs queue up and share the next one.
 
+A lone request (``alone()`` says the server handles no other, and it has at most
+``inline_samples`` samples) runs its pass on the event loop itself: the hop to the decoder
+thread and back costs two thread wake-ups, more than a small pass's own overhead on a busy
+machine, and with nothing else in flight the loop has nothing better to do meanwhile.
+
 No request is left waiting: a full queue refuses at once with ``Overloaded``; a batcher
 that is stopping (its version unloaded or replaced) or whose worker died refuses with
 ``NotServing``, an ``Overloaded`` too (503 with Retry-After); and every queued request
@@ -25,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -74,8 +79,12 @@ class Batcher:
         max_delay_ms: float = 2.0,
         max_queue: int = 512,
         queue_deadline_ms: float = 5000.0,
+        alone: Callable[[], bool] | None = None,
+        inline_samples: int = 0,
     ) -> None:
         self.bundle = bundle
+        self.alone = alone  # None: every pass runs on the decoder thread
+        self.inline_samples = inline_samples
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay_ms / 1000
         self.max_queue = max_queue
@@ -230,7 +239,10 @@ class Batcher:
             self._running = batch
             started = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self._executor, self._compute, batch)
+                if self._lone(batch):
+                    results = self._compute(batch)
+                else:
+                    results = await loop.run_in_executor(self._executor, self._compute, batch)
             except Exception as exc:  # noqa: BLE001 - a decoder failure fails this batch, not the server
                 for item in batch:
                     if not item.future.done():
@@ -243,6 +255,11 @@ class Batcher:
                         queue_ms = (started - item.enqueued) * 1000
                         item.future.set_result(BatchOutcome(outputs, queue_ms, compute_ms, samples))
             self._running = []
+
+    def _lone(self, batch: list[_Item]) -> bool:
+        """Whether ``batch`` is one small request and the server handles no other: run it on the loop."""
+        return (self.alone is not None and len(batch) == 1 and batch[0].size <= self.inline_samples
+                and not self._queue and not self._arriving and self.alone())
 
     def _compute(self, batch: list[_Item]) -> list[Outputs]:
         """One decoder pass per task over the rows of every request that wants it."""

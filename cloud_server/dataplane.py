@@ -100,6 +100,8 @@ class DataPlane:
             self.settings.max_queue_delay_ms,
             self.settings.max_queue,
             self.settings.queue_deadline_ms,
+            alone=lambda: self.metrics.in_flight <= 1,  # only this request in the app (Observe counts)
+            inline_samples=INLINE_SAMPLES,
         )
         async with self._lock:
             batcher.start()

@@ -21,6 +21,8 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
+    in_flight: int = 0  # HTTP requests the app is handling right now (``Observe`` counts them)
+
     def __post_init__(self) -> None:
         r = self.registry
         self.requests = Counter("devtune_requests", "HTTP requests by route and status", ["route", "status"], registry=r)

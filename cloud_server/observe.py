@@ -1,4 +1,6 @@
-"""Per-request observation as pure ASGI: request id, Server-Timing, metrics, one log line.
+"""Per-request observation as pure ASGI: request id, Server-Timing, metrics, one log line,
+and the count of requests in flight (``Metrics.in_flight``: the batcher runs a lone one's
+decoder pass on the loop).
 
 Pure ASGI rather than ``@app.middleware("http")``, which wraps every request in an extra
 task and stream: measured about a fifth less CPU per request this way.
@@ -35,6 +37,7 @@ class Observe:
         ) or uuid.uuid4().hex[:16]
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
+        self.metrics.in_flight += 1
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -48,6 +51,7 @@ class Observe:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
+            self.metrics.in_flight -= 1
             elapsed = time.perf_counter() - started
             path = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.requests.labels(path, str(status)).inc()

@@ -28,6 +28,7 @@ KINDS = {
     "link": "split vs cloud-only (PNG, matched JPEG) vs device-only vs auto over emulated links (root)",
     "transfer": "the held-out suite: tuned on the frozen bundle vs 16x16 pixel probe vs joint training",
     "entropy": "rANS coder alone: encode / decode us and bytes per sample on a 64 x 8 message (CPU, seconds)",
+    "split": "a pre-trained encoder (MiniLM) split at several points: tasks vs unsplit, bytes, device ms, scratch",
 }
 
 

@@ -99,3 +99,40 @@ def test_the_batcher_waits_for_a_request_still_being_decoded(
     together = first.rep.shape[0] + second.rep.shape[0]
     assert (requests, samples) == (2, 2 * together)  # each rode the one pass of both
     assert all(answer.timing.queue_ms < DELAY_MS / 2 for answer in answers)  # ended by the arrival
+
+
+def test_a_lone_request_runs_its_pass_on_the_loop_and_company_goes_to_the_decoder_thread(
+    tiny_bundle: Path, encoder: DeviceEncoder, images: list[npt.NDArray[np.uint8]]
+) -> None:
+    import threading
+
+    bundle = CloudBundle(tiny_bundle)
+    ran_on: list[str] = []
+    run = bundle.run
+
+    def recording_run(task: str, z: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        ran_on.append(threading.current_thread().name)
+        return run(task, z)
+
+    bundle.run = recording_run  # type: ignore[method-assign]
+    one = bundle.decode_symbols(encoder.encode(images[:1]).symbols, bundle.task_names[:1])
+    big = bundle.decode_symbols(encoder.encode(images[: INLINE_SAMPLES + 1]).symbols, bundle.task_names[:1])
+    others = [0]  # requests the server handles besides this one
+
+    async def scenario() -> None:
+        batcher = Batcher(bundle, max_batch_size=64, max_delay_ms=DELAY_MS, alone=lambda: others[0] == 0,
+                          inline_samples=INLINE_SAMPLES)
+        batcher.start()
+        await batcher.submit(one)  # alone and small: on the loop
+        await batcher.submit(big)  # alone but big: the decoder thread
+        others[0] = 1
+        await batcher.submit(one)  # another request in flight: the decoder thread
+        others[0] = 0
+        await asyncio.gather(batcher.submit(one), batcher.submit(one))  # queued together: one pass, the thread
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    loop_thread = threading.main_thread().name
+    assert ran_on[0] == loop_thread
+    assert all(name.startswith("decoder") for name in ran_on[1:]), ran_on
+    assert len(ran_on) == 4  # the last two requests shared one pass

@@ -32,7 +32,7 @@ def test_bench_serve_prints_one_json_object_whose_counts_add_up(tiny_bundle: Pat
     command = [
         sys.executable, "-m", "devtune", "bench", "serve", "--json", "--bundle", str(tiny_bundle),
         "--concurrency", "1,4", "--seconds", "0.3", "--max-requests", "300", "--overload-seconds", "0.3",
-        "--task-counts", "1,2,4", "--out", str(out), "--baseline-src", str(REPO),
+        "--task-counts", "1,2,4", "--out", str(out), "--baseline-src", str(REPO), "--workers-scaling", "1,2",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -61,6 +61,11 @@ def test_bench_serve_prints_one_json_object_whose_counts_add_up(tiny_bundle: Pat
     assert overload["sent"] > 0
     assert overload["sent"] == overload["answered"] + overload["refused_503"] + overload["lost"]
     assert overload["errors"] == 0
+
+    by_workers = report["workers_scaling"]
+    assert [r["workers"] for r in by_workers] == [1, 2] and all(r["concurrency"] == 4 for r in by_workers)
+    for row in by_workers:  # the CPU is the whole process tree's: the supervisor's and its workers'
+        assert row["throughput_rps"] > 0 and row["errors"] == 0 and row["server_cpu_ms_per_request"] > 0, row
 
     scaling = report["tasks_scaling"]
     assert [r["tasks"] for r in scaling] == [1, 2, 4]

@@ -31,7 +31,12 @@ from __future__ import annotations
 
 from devtune.bench.loadgen.clients import CLIENTS, Client, Lost, Workload
 from devtune.bench.loadgen.loops import LevelResult, OpenLoopResult, closed_loop, open_loop, percentile
-from devtune.bench.loadgen.probes import process_cpu_seconds, scrape_histogram, scrape_labelled_histogram
+from devtune.bench.loadgen.probes import (
+    process_cpu_seconds,
+    process_tree_cpu_seconds,
+    scrape_histogram,
+    scrape_labelled_histogram,
+)
 
 __all__ = [
     "CLIENTS",
@@ -44,6 +49,7 @@ __all__ = [
     "open_loop",
     "percentile",
     "process_cpu_seconds",
+    "process_tree_cpu_seconds",
     "scrape_histogram",
     "scrape_labelled_histogram",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["process_cpu_seconds", "scrape_histogram", "scrape_labelled_histogram"]
+__all__ = ["process_cpu_seconds", "process_tree_cpu_seconds", "scrape_histogram", "scrape_labelled_histogram"]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -17,6 +17,28 @@ def process_cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime: fields 14 and 15 of stat(5)
+
+
+def process_tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of ``pid`` and every live descendant (a server's worker processes; Linux /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent and child not in tree]
+        tree.update(children)
+        frontier += children
+    own = process_cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(s for s in map(process_cpu_seconds, tree - {pid}) if s is not None)
 
 
 def scrape_histogram(metrics_text: str, name: str) -> tuple[float, float]:

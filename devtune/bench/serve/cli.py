@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure the levels in this many interleaved rounds: median throughput and CPU, "
                              "percentiles over all rounds (default 1; more on a busy machine)")
+    parser.add_argument("--workers-scaling", type=_ints, default=None, metavar="N,N",
+                        help="also compare servers of N worker processes each (e.g. 1,2), batching on, msgpack, "
+                             "at concurrency 32 (or the highest --concurrency)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="also profile each batching server with py-spy at concurrency 1 and 32 and "
                              "report where a request's time goes; collapsed stacks are written to DIR")
@@ -74,12 +77,13 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     if task_counts[-1] > 32:
         raise ValueError(f"the many-task bundle has 32 tasks; ask for at most 32, not {task_counts[-1]}")
     rounds = 2 if quick else 3
+    concurrency = args.concurrency or ([1, 4, 32, 64] if quick else [1, 4, 16, 32, 64])
     baseline = args.baseline_src
     if baseline is not None and not (baseline / "cloud_server" / "__init__.py").is_file():
         raise ValueError(f"--baseline-src {baseline} holds no cloud_server package; pass the root of a "
                          "source tree, e.g. one made with `git worktree add /tmp/baseline aa8d86b`")
     return Plan(
-        concurrency=args.concurrency or ([1, 4, 32, 64] if quick else [1, 4, 16, 32, 64]),
+        concurrency=concurrency,
         seconds=seconds,
         warmup_s=min(0.5, seconds / 3),
         max_requests=args.max_requests,
@@ -99,6 +103,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         baseline_stack="auto" if args.baseline_stack == "auto" else "h11",
         compare_stack=bool(args.compare_stack),
         rounds=args.rounds,
+        workers_counts=tuple(args.workers_scaling or ()),
+        workers_concurrency=32 if 32 in concurrency else max(concurrency),
         profile_dir=args.profile,
     )
 

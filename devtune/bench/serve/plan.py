@@ -39,4 +39,6 @@ class Plan:
     baseline_stack: Stack = "h11"  # the baseline's HTTP stack: h11 is what an install before uvloop got
     compare_stack: bool = False  # also this tree's server on asyncio and h11 ("now-h11")
     rounds: int = 1  # the levels are measured in this many interleaved rounds (medians, pooled latencies)
+    workers_counts: tuple[int, ...] = ()  # server processes to compare (workers.py); empty: none
+    workers_concurrency: int = 32  # ... at this concurrency
     profile_dir: Path | None = None  # py-spy profiles of each batching server go here (profile.py)

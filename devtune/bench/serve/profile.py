@@ -33,7 +33,9 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("unpack + validate", ("unpack_request", "check_content_type", "_from_v1", "_from_v2")),
     ("dequantize + checks", ("CloudBundle.decode", "decode_symbols", "dequantize")),
     ("answer building", ("_answer", "pack_response", "to_predictions")),
-    ("telemetry check", ("fastapi/telemetry",)),  # FastAPI's OpenTelemetry bridge, asking if it is on
+    # FastAPI's OpenTelemetry bridge asking whether it is on (its middleware frames are in every stack)
+    ("telemetry check", ("NativeTelemetry.enabled", "get_tracer_provider", "get_meter_provider",
+                         "get_logger_provider")),
     ("body read", ("read_body",)),
     ("HTTP protocol", ("HttpToolsProtocol.", "H11Protocol.", "RequestResponseCycle.send",
                        "RequestResponseCycle.receive", "h11/")),

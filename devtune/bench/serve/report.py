@@ -47,6 +47,7 @@ def report_json(report: ServeReport) -> dict[str, Any]:
         "tasks_scaling": [asdict(r) for r in report.tasks_scaling],
         "targets": {name: asdict(target) for name, target in report.targets.named().items()},
         "profiles": [asdict(p) for p in report.profiles],
+        "workers_scaling": [asdict(w) for w in report.workers_scaling],
         "seconds": report.seconds,
     }
 
@@ -67,6 +68,9 @@ def render_table(report: ServeReport) -> str:
     lines.append(f"overload at {o.rate_rps:.0f} req/s for {report.plan.overload_seconds} s: sent {o.sent}, "
                  f"answered {o.answered}, refused_503 {o.refused_503}, lost {o.lost}")
     lines.append("tasks -> p50 ms: " + ", ".join(f"{r.tasks}: {r.p50_ms:.2f}" for r in report.tasks_scaling))
+    for w in report.workers_scaling:
+        lines.append(f"workers {w.workers}: {w.throughput_rps:.1f} req/s at concurrency {w.concurrency}, "
+                     f"p99 {w.p99_ms:.1f} ms, server CPU {w.server_cpu_ms_per_request} ms/request")
     for p in report.profiles:
         lines.append(f"profile {p.server} c={p.concurrency}: {p.server_cpu_ms_per_request} CPU ms/request = "
                      + ", ".join(f"{k} {v:.2f}" for k, v in p.stages_ms.items()))

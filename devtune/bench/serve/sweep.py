@@ -15,6 +15,7 @@ from devtune.bench.serve.plan import Plan
 from devtune.bench.serve.profile import Profile
 from devtune.bench.serve.scaling import TaskCount
 from devtune.bench.serve.targets import ServeTargets
+from devtune.bench.serve.workers import WorkerCount
 
 __all__ = ["BundleInfo", "Machine", "ServeReport", "measure"]
 
@@ -48,6 +49,7 @@ class ServeReport:
     targets: ServeTargets
     seconds: float
     profiles: list[Profile]
+    workers_scaling: list[WorkerCount]
 
 
 def _loadavg() -> list[float]:
@@ -62,6 +64,7 @@ def measure(plan: Plan, bundle: Path) -> ServeReport:
     from devtune.bench.serve.levels import levels_and_overload, saturation
     from devtune.bench.serve.scaling import make_many_task_bundle, tasks_scaling
     from devtune.bench.serve.targets import body_framing, evaluate_targets
+    from devtune.bench.serve.workers import workers_scaling
     from shared.bundle import read_manifest
 
     ensure_bundle(bundle)
@@ -81,6 +84,8 @@ def measure(plan: Plan, bundle: Path) -> ServeReport:
     # A lone request can take no less than one pass of every decoder at batch 1.
     bare_pass_ms = next((r.pass_ms for r in raw if r.batch_size == 1), None)
 
+    scaling_by_workers = workers_scaling(bundle, bodies, plan)
+
     with tempfile.TemporaryDirectory(prefix="devtune-bench-") as workdir:
         many = Path(workdir) / "manytasks"
         names = make_many_task_bundle(bundle, many)
@@ -99,4 +104,5 @@ def measure(plan: Plan, bundle: Path) -> ServeReport:
                                  body_framing(bodies.msgpack, bodies.coded_bytes)),
         seconds=round(time.perf_counter() - started, 1),
         profiles=profiles,
+        workers_scaling=scaling_by_workers,
     )
