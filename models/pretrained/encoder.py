@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +109,8 @@ def _load_hf(folder: Path, spec: str, files: dict[str, str] | None, max_tokens: 
 
 def _load_factory(spec: str, max_tokens: int) -> LoadedEncoder:
     module_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:  # as uvicorn does: `devtune` (an installed
+        sys.path.insert(0, os.getcwd())  # script) finds modules in the directory it runs in, like python -m
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
