@@ -42,6 +42,11 @@ def test_quick_run_measures_every_mode_on_every_link(tiny_bundle: Path, tmp_path
     assert by[(1.0, "cloud-png")].get("body_up") > 10 * by[(1.0, "split")]["body_up"]
     assert set(document["targets"]) >= {"split_3x_png_at_1mbit", "auto_near_best", "wire_matches_payload"}
     assert document["targets"]["wire_matches_payload"]["holds"], document["targets"]["wire_matches_payload"]
+    # auto learns each path 4 times before the timed samples (untimed, as every mode's warm-up)
+    assert len(by[(1.0, "auto")]["warmup_ms"]) == 12 and len(by[(1.0, "split")]["warmup_ms"]) == 2
+    for verdict in document["targets"]["auto_near_best"]["links"].values():
+        low, high = verdict["ratio_95"]
+        assert low <= verdict["ratio"] <= high and sum(verdict["paths"].values()) == 12
     assert out.with_suffix(".png").is_file()
 
 

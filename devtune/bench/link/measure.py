@@ -37,10 +37,11 @@ WARMUP = 2  # untimed requests per path first: its connection, its sessions' fir
 AUTO_WARMUP = PathChooser(["split", "cloud", "device"]).learning_requests
 """auto's untimed requests first: its chooser's learning phase, each path 4 times (see docs/link.md)."""
 ROUND = 5  # samples of one mode before the next mode's turn, at most
-CYCLE_MS = 3000.0
-"""A round of every mode takes at most about this long: the server (uvicorn) closes a connection
-idle for 5 s, and a request sent while its close is still crossing a long round trip fails
-("Server disconnected"). Slow links get rounds shorter than ROUND to stay under it."""
+CYCLE_MS = 2000.0
+"""A round of every mode takes at most about this long. With the order rotating, a mode can wait
+almost two rounds for its next turn, and the server (uvicorn) closes a connection idle for 5 s:
+a request sent while that close is still crossing a long round trip fails ("Server
+disconnected"). Slow links get rounds shorter than ROUND to stay under it."""
 FRAME_OVERHEAD = 66
 """Bytes the veth counts per frame beyond its TCP payload: Ethernet 14 + IPv4 20 + TCP 32 (timestamps)."""
 WIRE_TOLERANCE = 0.02
@@ -174,7 +175,7 @@ def _link_runs(bundle: Path, images_file: Path, mbit: float, rtt_ms: float, samp
         reading_ms = (time.perf_counter() - started) * 1000
         # one sample of each mode: a fixed mode's last warm-up request, auto's fastest (where it will stay)
         sample_ms = sum(min(results[m].warmup_ms) if m == "auto" else results[m].warmup_ms[-1] for m in MODES)
-        size = max(1, min(ROUND, int((CYCLE_MS - len(MODES) * reading_ms) / sample_ms)))
+        size = max(1, min(ROUND, int((CYCLE_MS - 2 * len(MODES) * reading_ms) / sample_ms)))
         for index, first in enumerate(range(0, samples, size)):
             shift = index % len(MODES)
             for mode in MODES[shift:] + MODES[:shift]:
