@@ -204,3 +204,23 @@ def test_open_inference_protocol_takes_one_texts_symbols(text_bundle: Path, text
     with DeviceClient(encoder, text_server) as client:
         served = client.predict(["Last month the six hotels were poor."], ["topic"]).response.predictions["topic"][0]
     assert int(np.argmax(output["data"])) == served.index  # type: ignore[union-attr]
+
+
+def test_a_users_text_folder_trains_a_bundle(tmp_path: Path) -> None:
+    folder = tmp_path / "reviews"
+    folder.mkdir()
+    (folder / "tasks.json").write_text(json.dumps({"tasks": [
+        {"name": "mood", "kind": "classification", "classes": ["sad", "happy"]},
+        {"name": "stars", "kind": "regression", "units": "stars"}]}))
+    rows = [f'"{word} film, {n} stars",train,{"happy" if n > 2 else "sad"},{n}'
+            for word in ("great", "awful", "fine", "dull") for n in range(1, 6)]
+    (folder / "labels.csv").write_text("text,split,mood,stars\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "bundle"
+    assert main(["train", "--encoder", FACTORY, "--split", "2", "--data", str(folder), "--steps", "3",
+                 "--epochs", "1", "--bottleneck", "4", "--out", str(out)]) == 0
+    manifest = read_manifest(out)
+    assert manifest.task_names == ["mood", "stars"] and manifest.task("stars").units == "stars"
+    encoder, bundle = DeviceEncoder(out), CloudBundle(out)
+    decoded = bundle.decode(unpack_request(pack_request(encoder.request(encoder.encode_text("a great film")))))
+    outputs = bundle.run_tasks(decoded.z, decoded.tasks)
+    assert outputs["mood"].shape == (1, 2) and outputs["stars"].shape == (1, 1)

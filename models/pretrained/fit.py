@@ -29,7 +29,9 @@ from models.textdata import TextDataset
 from models.train import heads_for, task_loss, warmup_cosine
 from shared.errors import ConfigError
 
-__all__ = ["DistillConfig", "FitResult", "HeadConfig", "distill", "evaluate", "fit_heads", "train_scratch"]
+__all__ = [
+    "DistillConfig", "FitResult", "HeadConfig", "distill", "evaluate", "fit_heads", "generic_texts", "train_scratch",
+]
 
 Features = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (ids, mask) (B,T) -> (B,D)
 
@@ -41,6 +43,8 @@ class DistillConfig:
     lr: float = 3e-3  # peak AdamW learning rate, warmup + cosine
     rate_lambda: float = 2e-5  # loss weight per bit; the distortion is relative (1 = as far as predicting the mean)
     freeze: bool = True  # keep the pre-trained weights fixed (the default for a pre-trained model)
+    generic: float = 0.0  # also distill on this many generic texts per given text (random words of the
+    # tokenizer's vocabulary): the bottleneck then keeps words the task's texts never use
     seed: int = 0
 
 
@@ -76,12 +80,26 @@ def _relative(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Ten
     return _masked_mse(a, b, mask) / _masked_mse(b, mean.expand_as(b), mask).clamp_min(1e-9)
 
 
+def generic_texts(tokenize: Tokenizer, count: int, seed: int = 0) -> list[str]:
+    """``count`` texts of 4..16 random whole words from the tokenizer's vocabulary (for a byte
+    tokenizer: random lowercase words), unlabeled text that is not the task's."""
+    rng = np.random.default_rng([seed, 7])
+    vocab = getattr(getattr(tokenize, "tokenizer", None), "get_vocab", dict)()
+    words = sorted(w for w in vocab if w.isascii() and w.isalpha() and len(w) >= 3)
+    if len(words) < 100:
+        letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+        words = ["".join(rng.choice(letters, int(rng.integers(3, 9)))) for _ in range(2000)]
+    return [" ".join(rng.choice(words, int(rng.integers(4, 17)))) for _ in range(count)]
+
+
 def distill(model: SplitModel, tokenize: Tokenizer, texts: Sequence[str], cfg: DistillConfig) -> list[dict[str, float]]:
     """Train the bottleneck so the trunk reproduces the unsplit model; returns the loss history."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     for p in model.pretrained_parameters():
         p.requires_grad_(not cfg.freeze)
+    if cfg.generic > 0:
+        texts = [*texts, *generic_texts(tokenize, int(len(texts) * cfg.generic), cfg.seed)]
     ids, mask = _tensors(tokenize, texts)  # (N, T): one padding for all, the texts are short
     cached = None
     if cfg.freeze:  # the device blocks and the teacher never change: run them once

@@ -9,6 +9,7 @@ split after block 2, on the generated ``sentences`` tasks (``tense`` held out fo
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class TextTrainConfig:
     bottleneck: int = 16  # channels per token on the wire
     head_dim: int = 128  # hidden width of every task head
     rate_lambda: float = 2e-5
+    generic: float = 0.0  # generic texts (random vocabulary words) per training text in distillation
     max_tokens: int = 32  # texts are truncated to this many tokens
     train_texts: int | None = None  # use only the first this many training texts (None: all)
     codec: str = DEFAULT_CODEC
@@ -61,6 +63,7 @@ def preset(which: str, **overrides: object) -> TextTrainConfig:
 
 def train_text_bundle(out: str | Path, cfg: TextTrainConfig) -> Manifest:
     """Train a split text model as ``cfg`` says and write its bundle to ``out``."""
+    started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     encoder = load_encoder(cfg.encoder, max_tokens=cfg.max_tokens)
     train = load_text(cfg.data, "train", cfg.train_texts, seed=cfg.seed)
@@ -73,11 +76,13 @@ def train_text_bundle(out: str | Path, cfg: TextTrainConfig) -> Manifest:
     log.info("distilling the split of %s at block %d (%d steps, %d texts)", cfg.encoder, cfg.split, cfg.steps,
              len(train))
     history = distill(model, encoder.tokenize, train.texts,
-                      DistillConfig(steps=cfg.steps, rate_lambda=cfg.rate_lambda, freeze=cfg.freeze, seed=cfg.seed))
+                      DistillConfig(steps=cfg.steps, rate_lambda=cfg.rate_lambda, freeze=cfg.freeze,
+                                    generic=cfg.generic, seed=cfg.seed))
     log.info("fitting %d heads on the trunk", len(tasks))
     result = fit_heads(model, encoder.tokenize, train, HeadConfig(epochs=cfg.epochs, seed=cfg.seed))
     facts: dict[str, float | int | str] = {
         "freeze": int(cfg.freeze), "distill_steps": cfg.steps, "seed": cfg.seed,
         "distill_loss_last": round(history[-1]["loss"], 4) if history else 0.0,
+        "train_seconds": round(time.perf_counter() - started, 1),  # distillation and heads, not the export
     }
     return export_text_bundle(result, encoder, train, out, name=cfg.name, codec=cfg.codec, training=facts)
