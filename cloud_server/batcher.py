@@ -11,10 +11,15 @@ payload is being decoded, or their body parsed, off the loop). A lone request ru
 once, so at concurrency 1 the latency is the work, not the delay. Under load the
 requests that arrive while a pass runs queue up and share the next one.
 
-A lone request (``alone()`` says the server handles no other, and it has at most
-``inline_samples`` samples) runs its pass on the event loop itself: the hop to the decoder
-thread and back costs two thread wake-ups, more than a small pass's own overhead on a busy
-machine, and with nothing else in flight the loop has nothing better to do meanwhile.
+A lone request (``alone()`` says the server handles no other, it has at most
+``inline_samples`` samples, and the pass before served one request alone too) runs its
+pass on the event loop itself: the hop to the decoder thread and back costs two thread
+wake-ups, more than a small pass's own overhead on a busy machine, and with nothing else
+in flight the loop has nothing better to do meanwhile. The pass before must have been
+lone as well because the server cannot see requests still in socket buffers: after a
+big batch is answered its clients send again at once, and the first of them to be parsed
+looks alone while the rest wait to be read; run on the loop, its pass would hold them
+there instead of letting the loop read them meanwhile.
 
 No request is left waiting: a full queue refuses at once with ``Overloaded``; a batcher
 that is stopping (its version unloaded or replaced) or whose worker died refuses with
@@ -96,6 +101,7 @@ class Batcher:
         self._running: list[_Item] = []
         self._accepting = True
         self._arriving = 0  # requests routed here, not yet queued (see ``expecting``)
+        self._last_pass_lone = False  # the last pass served one request: traffic comes one at a time
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decoder")
         self._task: asyncio.Task[None] | None = None
@@ -239,7 +245,9 @@ class Batcher:
             self._running = batch
             started = time.perf_counter()
             try:
-                if self._lone(batch):
+                lone = self._lone(batch)
+                self._last_pass_lone = len(batch) == 1
+                if lone:
                     results = self._compute(batch)
                 else:
                     results = await loop.run_in_executor(self._executor, self._compute, batch)
@@ -257,9 +265,11 @@ class Batcher:
             self._running = []
 
     def _lone(self, batch: list[_Item]) -> bool:
-        """Whether ``batch`` is one small request and the server handles no other: run it on the loop."""
-        return (self.alone is not None and len(batch) == 1 and batch[0].size <= self.inline_samples
-                and not self._queue and not self._arriving and self.alone())
+        """Whether ``batch`` is one small request, the server handles no other, and the last pass
+        was lone too: run it on the loop."""
+        return (self.alone is not None and self._last_pass_lone and len(batch) == 1
+                and batch[0].size <= self.inline_samples and not self._queue and not self._arriving
+                and self.alone())
 
     def _compute(self, batch: list[_Item]) -> list[Outputs]:
         """One decoder pass per task over the rows of every request that wants it."""
