@@ -105,8 +105,14 @@ def _tune(args: argparse.Namespace) -> int:
         fallback = [t.strip() for t in (args.fallback or "").split(",") if t.strip()]
     given = {"epochs": args.epochs, "count": args.count, "seed": args.seed}
     config = TuneConfig(**{k: v for k, v in given.items() if v is not None})
-    result = tune_bundle(args.bundle, args.out, task=task, data=args.data, config=config, fallback=fallback,
-                         replace_task=args.replace)
+    if _is_text(args.bundle):  # a head on the frozen trunk
+        from models.pretrained.tune import tune_text_bundle
+
+        result = tune_text_bundle(args.bundle, args.out, task, "sentences" if args.data == "shapes" else args.data,
+                                  config, replace_task=args.replace)
+    else:
+        result = tune_bundle(args.bundle, args.out, task=task, data=args.data, config=config, fallback=fallback,
+                             replace_task=args.replace)
     manifest = result.manifest
     print(f"bundle {manifest.name} v{manifest.version} written to {args.out} in {result.seconds:.0f} s")
     print(f"  new task: {result.task}, validation {result.metric} {result.val_metric:.4f} "

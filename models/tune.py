@@ -297,11 +297,9 @@ def tune_bundle(
             f"--out {target} is the bundle being tuned; write the new version to another directory"
         )
     manifest = read_manifest(source)
-    if manifest.is_text:  # heads on the frozen trunk: models/pretrained/tune.py
-        from models.pretrained.tune import tune_text_bundle
-
-        return tune_text_bundle(source, target, task, "sentences" if data == "shapes" else data, config,
-                                replace_task=replace_task)
+    if manifest.is_text:
+        raise ConfigError(f"bundle {source} is a text bundle; tune it with models.pretrained.tune.tune_text_bundle "
+                          "(devtune tune does)")
     cfg = bundle_config(source, manifest)
     train = frozen_split(source, data, "train", config.count, config.seed, config.threads)
     if task is None:
