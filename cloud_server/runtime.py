@@ -179,6 +179,11 @@ class CloudBundle:
             self._last = (rows, features)  # holding rows keeps its id from being reused
         return features
 
+    def run_head(self, task: str, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """A trunk head on features (B, D) that ``features`` gave (a caller may take any rows of them)."""
+        (out,) = self.sessions[task].run(None, {"features": np.ascontiguousarray(features)})
+        return np.asarray(out)
+
     def run_tasks(self, rows: npt.NDArray[np.float32], tasks: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
         """Every task in ``tasks`` on the same rows: the trunk (if any) once, then each head."""
         return {task: self.run(task, rows) for task in tasks}
@@ -199,7 +204,6 @@ class CloudBundle:
     def run(self, task: str, z: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """One task's output for decoder input ``z`` (what ``decode`` made, rows concatenated)."""
         if task in self.on_trunk:
-            (out,) = self.sessions[task].run(None, {"features": self.features(z)})
-        else:
-            (out,) = self.sessions[task].run(None, {"z": z})
+            return self.run_head(task, self.features(z))
+        (out,) = self.sessions[task].run(None, {"z": z})
         return np.asarray(out)
