@@ -173,7 +173,6 @@ image_router = APIRouter()
                    openapi_extra=_BODY)
 async def predict_image(request: Request, plane: Plane, limits: RequestLimits) -> Response:
     """A PNG or JPEG image in (the bundle's encoder runs here), a msgpack PredictResponse out."""
-    started = time.perf_counter()
     content_type = request.headers.get("content-type")
     media = (content_type or "").split(";")[0].strip().lower()
     if media not in IMAGE_CONTENT_TYPES and media not in MSGPACK_CONTENT_TYPES:
@@ -182,6 +181,9 @@ async def predict_image(request: Request, plane: Plane, limits: RequestLimits) -
             f"image/jpeg, or a msgpack map with the image as {CONTENT_TYPE}"
         )
     body = await read_body(request, limits.max_body_bytes)
+    # from here, as on the msgpack route: receiving the body is the link's time, not the server's,
+    # and a client that estimates its bandwidth (mode="auto") subtracts this from its round trip
+    started = time.perf_counter()
     asked = _read(request, body, media)
     served = _served(plane, asked.bundle, asked.name)
     tasks = served.bundle.resolve_tasks(asked.tasks)  # unknown tasks fail before any pixel is decoded
