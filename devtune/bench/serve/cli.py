@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline-stack", choices=["h11", "auto"], default="h11",
                         help="the baseline's HTTP stack: h11 (asyncio + h11, what it was installed with; "
                              "default) or auto (uvicorn's pick of what is installed now)")
+    parser.add_argument("--baseline-protocol", type=int, choices=[1, 2], default=1,
+                        help="the request protocol the baseline is sent (default 1: a tree before v2 knows no other)")
     parser.add_argument("--compare-stack", action="store_true",
                         help="also run this tree's server on asyncio + h11, to weigh the HTTP stack")
     parser.add_argument("--rounds", type=int, default=1,
@@ -101,6 +103,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         connections=args.connections,
         baseline_src=baseline.resolve() if baseline is not None else None,
         baseline_stack="auto" if args.baseline_stack == "auto" else "h11",
+        baseline_protocol=args.baseline_protocol,
         compare_stack=bool(args.compare_stack),
         rounds=args.rounds,
         workers_counts=tuple(args.workers_scaling or ()),

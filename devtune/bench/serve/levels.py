@@ -1,8 +1,8 @@
 """Closed-loop levels against several servers side by side, then the overload.
 
 The servers: this tree's with batching on ("now") and off ("now", batching false);
-with ``--baseline-src`` an older tree's ("baseline", batching on, protocol v1 bodies, on
-the stack its install had); with ``--compare-stack`` this tree's again on the asyncio
+with ``--baseline-src`` an older tree's ("baseline", batching on, protocol v1 bodies
+unless ``--baseline-protocol 2``, on the stack its install had); with ``--compare-stack`` this tree's again on the asyncio
 loop and h11 ("now-h11"). Each level is measured on one server right after the other,
 so that other work on the machine weighs on all alike. The overload run offers
 ``overload_factor`` times the saturating rate, measured again just before it so that
@@ -133,7 +133,8 @@ def _start_servers(exits: ExitStack, bundle: Path, model: str, bodies: Bodies, p
     if plan.baseline_src is not None:
         # An older tree knows only its own settings (others are ignored) and, before v2, protocol v1.
         base = start(BATCH_ON, plan.baseline_src, plan.baseline_stack)
-        servers.append(_Server("baseline", True, base, _workloads(base, model, bodies, protocol_v1=True)))
+        v1 = plan.baseline_protocol == 1
+        servers.append(_Server("baseline", True, base, _workloads(base, model, bodies, protocol_v1=v1)))
     if plan.compare_stack:
         h11 = start(BATCH_ON, stack="h11")
         servers.append(_Server("now-h11", True, h11, _workloads(h11, model, bodies)))

@@ -37,6 +37,7 @@ class Plan:
     connections: int  # client connections in the overload run
     baseline_src: Path | None = None  # an older source tree whose server runs side by side ("baseline")
     baseline_stack: Stack = "h11"  # the baseline's HTTP stack: h11 is what an install before uvloop got
+    baseline_protocol: int = 1  # the request protocol it is sent: 1 for a tree before protocol v2
     compare_stack: bool = False  # also this tree's server on asyncio and h11 ("now-h11")
     rounds: int = 1  # the levels are measured in this many interleaved rounds (medians, pooled latencies)
     workers_counts: tuple[int, ...] = ()  # server processes to compare (workers.py); empty: none
