@@ -169,3 +169,18 @@ def test_profile_stacks_are_put_in_the_first_stage_they_match_and_shares_add_up(
     assert classify("main (x.py:1)") == "other"
     shares, samples = stage_shares(f"{decoder} 30\n{entropy} 10\nmain (x.py:1) 10\n\n")
     assert samples == 50 and shares == {"decoder passes": 0.6, "entropy decode": 0.2, "other": 0.2}
+
+
+def test_a_baseline_that_is_no_source_tree_is_refused_with_what_to_pass(tmp_path: Path) -> None:
+    import pytest
+
+    from devtune.cli import build_parser
+    from devtune.server_process import ServerProcess
+
+    args = build_parser().parse_args(["bench", "serve", "--baseline-src", str(tmp_path)])
+    with pytest.raises(ValueError, match="git worktree add"):
+        plan_from_args(args)
+    with pytest.raises(ValueError, match="no cloud_server package"):
+        ServerProcess(src=tmp_path)
+    plan = plan_from_args(build_parser().parse_args(["bench", "serve", "--baseline-src", str(REPO)]))
+    assert (plan.baseline_src, plan.baseline_stack, plan.baseline_protocol) == (REPO, "h11", 1)
