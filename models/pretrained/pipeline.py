@@ -35,7 +35,7 @@ class TextTrainConfig:
     split: int = 2  # blocks on the device
     data: str = "sentences"  # the built-in text set or a text folder (labels.csv with a text column)
     freeze: bool = True  # keep the encoder's weights fixed; only the bottleneck and heads learn
-    steps: int = 300  # distillation steps
+    steps: int = 900  # distillation steps (MiniLM split 2: loss 0.375 after 300, 0.128 after 900)
     epochs: int = 30  # head epochs over the trunk's features
     bits: int = 8
     bottleneck: int = 16  # channels per token on the wire
