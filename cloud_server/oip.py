@@ -31,6 +31,7 @@ from cloud_server.oip_wire import (
     InferRequest,
     RequestedOutput,
     encode_response,
+    input_shape,
     parse_request,
     read_request,
 )
@@ -71,17 +72,20 @@ def _served(plane: DataPlane, name: str, version: str | None) -> Served:
 
 def _metadata(plane: DataPlane, name: str, version: str | None) -> dict[str, Any]:
     manifest = _served(plane, name, version).bundle.manifest
-    n, c = manifest.representation.shape
-    return {
+    metadata: dict[str, Any] = {
         "name": manifest.name,
         "versions": [str(v) for (model, v) in sorted(plane.models) if model == manifest.name],
         "platform": "onnxruntime",
-        "inputs": [{"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, n, c]}],
+        "inputs": [{"name": INPUT_NAME, "datatype": "UINT8", "shape": input_shape(manifest)}],
         "outputs": [
             {"name": task.name, "datatype": "FP32", "shape": [-1, *task.output_shape]}
             for task in manifest.tasks
         ],
     }
+    if manifest.trunk is not None:  # what the heads on it share: one pass per batch
+        metadata["parameters"] = {"trunk": {"file": manifest.trunk.file, "features": manifest.trunk.features,
+                                            "heads": [t.name for t in manifest.tasks if t.source == "trunk"]}}
+    return metadata
 
 
 async def _parse(request: Request, body: bytes, served: Served, limits: Limits) -> tuple[InferRequest, bool]:

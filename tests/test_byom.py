@@ -120,6 +120,17 @@ def test_http_answers_equal_the_bundle_run_locally(text_bundle: Path, text_serve
     assert served["count"][0].values[0] == pytest.approx(float(count[0, 0]), abs=1e-4)  # type: ignore[union-attr]
 
 
+def test_oip_metadata_describes_the_text_input_and_the_trunk(text_bundle: Path, text_server: str) -> None:
+    import httpx
+
+    metadata = httpx.get(f"{text_server}/v2/models/user", timeout=10).json()
+    manifest = read_manifest(text_bundle)
+    channels = manifest.representation.shape[1]
+    assert metadata["inputs"][0]["shape"] == [-1, -1, channels]  # texts send their own token count
+    assert metadata["parameters"]["trunk"] == {"file": "cloud/trunk.onnx", "features": WIDTH,
+                                               "heads": ["sentiment", "topic", "count", "negated"]}
+
+
 def test_one_trunk_pass_feeds_every_head_of_a_batch(text_bundle: Path) -> None:
     encoder, bundle = DeviceEncoder(text_bundle), CloudBundle(text_bundle)
     texts = ["A short one.", "A somewhat longer sentence about five noodles and the tacos."]
