@@ -58,6 +58,7 @@ DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 _RETRY_STATUSES = {502, 503, 504}
 Mode = Literal["split", "cloud", "device", "auto"]
 MODES: tuple[Mode, ...] = ("split", "cloud", "device", "auto")
+IDLE_CONNECTION_S = 4.0  # under the server's keep-alive (uvicorn's default: 5 s)
 _IMAGE_TYPES: dict[ImageFormat, str] = {"PNG": "image/png", "JPEG": "image/jpeg"}
 
 
@@ -102,6 +103,7 @@ class DeviceClient:
         mode: Mode = "split",
         image_format: ImageFormat = "PNG",
         jpeg_quality: int = 75,
+        threads: int = 0,
     ) -> None:
         if protocol not in PROTOCOL_VERSIONS:
             raise ValueError(f"protocol must be one of {sorted(PROTOCOL_VERSIONS)}, got {protocol!r}")
@@ -115,14 +117,15 @@ class DeviceClient:
         self.mode = mode
         self.image_format: ImageFormat = image_format
         self.jpeg_quality = jpeg_quality
-        self.encoder = bundle if isinstance(bundle, DeviceEncoder) else DeviceEncoder(bundle)
+        self.threads = threads  # ONNX Runtime threads per device session (0: its default, one per core)
+        self.encoder = bundle if isinstance(bundle, DeviceEncoder) else DeviceEncoder(bundle, threads=threads)
         if self.encoder.is_text and mode != "split":
             raise ConfigError(f"bundle {self.encoder.manifest.name} takes text, which runs split only: the "
                               f"device half here, the trunk and heads in the cloud; use mode='split', not {mode!r}")
         self.decoders: LocalDecoders | None = None
         if mode in ("device", "auto"):
             try:
-                self.decoders = LocalDecoders(self.encoder.bundle_dir, self.encoder.manifest)
+                self.decoders = LocalDecoders(self.encoder.bundle_dir, self.encoder.manifest, threads)
             except BundleError:
                 if mode == "device":
                     raise
@@ -136,7 +139,10 @@ class DeviceClient:
         headers = {"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        self.http = httpx.Client(base_url=self.server, timeout=timeout, headers=headers, transport=transport)
+        # Drop an idle connection before the server does (uvicorn closes one after 5 s): a request
+        # sent on it just as the server's close is on its way back fails with "Server disconnected".
+        self.http = httpx.Client(base_url=self.server, timeout=timeout, headers=headers, transport=transport,
+                                 limits=httpx.Limits(keepalive_expiry=IDLE_CONNECTION_S))
 
     def __enter__(self) -> Self:
         return self
@@ -219,7 +225,8 @@ class DeviceClient:
     ) -> Result:
         """Device-only: the encoder and the bundle's cloud decoders, both here; no network."""
         if self.decoders is None:
-            self.decoders = LocalDecoders(self.encoder.bundle_dir, self.encoder.manifest)  # says what is missing
+            self.decoders = LocalDecoders(self.encoder.bundle_dir, self.encoder.manifest,  # says what is missing
+                                          self.threads)
         started = time.perf_counter()
         symbols = self.encoder.symbols(images)
         predictions, _ = self.decoders.predict(symbols, tasks)

@@ -64,3 +64,11 @@ def test_auto_tries_every_path_and_knows_each(server: str, tiny_bundle: Path, im
     # fake timings in test_chooser.py, and measured over real links by `devtune bench link`.
     assert {(r.path, r.encoder_at, r.decoders_at) for r in results} <= {
         ("split", "device", "cloud"), ("cloud", "cloud", "cloud"), ("device", "device", "device")}
+
+
+def test_threads_reach_every_device_session(tiny_bundle: Path) -> None:
+    """On a device that runs other work, one thread a session keeps ONNX Runtime from spinning."""
+    with DeviceClient(tiny_bundle, "http://127.0.0.1:9", mode="device", threads=1) as client:
+        assert client.decoders is not None
+        sessions = [client.encoder.session, *client.decoders.sessions.values()]
+        assert [s.get_session_options().intra_op_num_threads for s in sessions] == [1] * len(sessions)
