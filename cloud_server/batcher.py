@@ -272,18 +272,22 @@ class Batcher:
                 and self.alone())
 
     def _compute(self, batch: list[_Item]) -> list[Outputs]:
-        """One decoder pass per task over the rows of every request that wants it."""
+        """One decoder pass per task over the rows of every request that wants it. A bundle's
+        shared trunk runs once over the whole batch, and each head on it takes its members' rows."""
         z = np.concatenate([item.decoded.z for item in batch]) if len(batch) > 1 else batch[0].decoded.z
         bounds = np.cumsum([0] + [item.size for item in batch])
         results: list[Outputs] = [{} for _ in batch]
         wanted = dict.fromkeys(task for item in batch for task in item.decoded.tasks)
+        on_trunk = self.bundle.on_trunk
+        features = self.bundle.features(z) if any(task in on_trunk for task in wanted) else None
         for task in wanted:
             members = [i for i, item in enumerate(batch) if task in item.decoded.tasks]
+            source = features if features is not None and task in on_trunk else z
             if len(members) == len(batch):
-                rows = z
+                rows = source
             else:
-                rows = np.concatenate([z[bounds[i] : bounds[i + 1]] for i in members])
-            out = self.bundle.run(task, rows)
+                rows = np.concatenate([source[bounds[i] : bounds[i + 1]] for i in members])
+            out = self.bundle.run_head(task, rows) if source is features else self.bundle.run(task, rows)
             offset = 0
             for i in members:
                 size = batch[i].size

@@ -146,6 +146,31 @@ def test_one_trunk_pass_feeds_every_head_of_a_batch(text_bundle: Path) -> None:
             np.testing.assert_allclose(together[task][i], alone[task][0], atol=1e-4)
 
 
+def test_requests_that_want_different_tasks_share_one_trunk_pass(text_bundle: Path) -> None:
+    import asyncio
+    from dataclasses import replace
+
+    from cloud_server.batcher import Batcher, _Item
+
+    encoder, bundle = DeviceEncoder(text_bundle), CloudBundle(text_bundle)
+    asks = {"Those two phones were fine.": ["topic"], "Tomorrow the 3 soups will not be bad.": ["count", "negated"]}
+    decoded = [replace(bundle.decode(unpack_request(pack_request(encoder.request(encoder.encode_text(t), protocol=2)))),
+                       tasks=tasks) for t, tasks in asks.items()]
+
+    async def one_batch() -> list[dict[str, np.ndarray]]:
+        loop = asyncio.get_running_loop()
+        return Batcher(bundle)._compute([_Item(d, loop.create_future()) for d in decoded])
+
+    before = bundle.trunk_passes
+    outputs = asyncio.run(one_batch())
+    assert bundle.trunk_passes == before + 1
+    for d, out in zip(decoded, outputs):
+        assert list(out) == d.tasks
+        alone = bundle.run_tasks(d.z, d.tasks)
+        for task in d.tasks:
+            np.testing.assert_allclose(out[task], alone[task], atol=1e-4)
+
+
 def test_devtune_predict_text(text_bundle: Path, text_server: str, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["predict", "--bundle", str(text_bundle), "--server", text_server, "--json",
                  "--text", "The other day the 7 tablets were superb."])
