@@ -45,7 +45,9 @@ def train_bundle(
     from models.train import TrainConfig, evaluate, train
     from models.train import distortion as preview_error
     from shared.errors import ConfigError
+    from shared.manifest import check_name
 
+    check_name(name)  # now, not after minutes of training
     torch.set_num_threads(max(1, torch.get_num_threads()))
     train_split = load_dataset(data, "train", seed=seed)
     val_split = load_dataset(data, "val", seed=seed)

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from shared.errors import ProtocolError
+from shared.errors import ConfigError, ProtocolError
 
 __all__ = [
     "CODEC_IDS",
@@ -64,7 +65,18 @@ ENTROPY_CODECS: frozenset[str] = frozenset({"rans", "rans-lanes"})
 """Codecs that need ``RepresentationSpec.entropy`` tables."""
 CODEC_IDS: dict[str, int] = {"raw-uint8": 0, "packed": 1, "rans": 2, "rans-lanes": 3}
 """Stable small integers for the codec names, as protocol v2 sends them. Never reuse one."""
-TaskName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"  # bundle and task names: file names and URL segments as they are
+TaskName = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+def check_name(name: str, what: str = "bundle name") -> str:
+    """``name`` if a manifest accepts it; else a ConfigError that says what would do (check it
+    before training, not when the manifest is written)."""
+    if re.fullmatch(NAME_PATTERN, name):
+        return name
+    fixed = re.sub(r"[^a-z0-9_]", "_", name.lower()).lstrip("_0123456789")[:32] or "default"
+    raise ConfigError(f"{what} {name!r} is not valid: use lower-case letters, digits and _, starting with a "
+                      f"letter, at most 32 characters (for example {fixed!r})")
 
 
 class _Frozen(BaseModel):

@@ -22,7 +22,7 @@ from models.pretrained.split import SplitConfig, SplitModel
 from models.textdata import load_text
 from models.train import heads_for
 from shared.errors import ConfigError
-from shared.manifest import DEFAULT_CODEC, Manifest
+from shared.manifest import DEFAULT_CODEC, Manifest, check_name
 
 __all__ = ["PRESETS", "TextTrainConfig", "preset", "train_text_bundle"]
 
@@ -63,6 +63,7 @@ def preset(which: str, **overrides: object) -> TextTrainConfig:
 
 def train_text_bundle(out: str | Path, cfg: TextTrainConfig) -> Manifest:
     """Train a split text model as ``cfg`` says and write its bundle to ``out``."""
+    check_name(cfg.name)  # now, not after the distillation
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     encoder = load_encoder(cfg.encoder, max_tokens=cfg.max_tokens)

@@ -59,6 +59,13 @@ def test_a_data_set_that_is_neither_built_in_nor_a_folder_is_a_config_error(tmp_
     assert_refused(done, 2, "neither built in")
 
 
+@pytest.mark.parametrize("args", [(), ("--encoder", "tests.test_byom:user_model", "--split", "1")])
+def test_a_bundle_name_the_manifest_refuses_is_refused_before_training(tmp_path: Path, args: tuple[str, ...]) -> None:
+    done = devtune("train", "--out", str(tmp_path / "b"), "--name", "rd-s1", *args)
+    assert_refused(done, 2, r"bundle name 'rd-s1' is not valid: .* \(for example 'rd_s1'\)")
+    assert not (tmp_path / "b").exists()
+
+
 def test_a_data_folder_without_tasks_json_is_a_data_error(tmp_path: Path) -> None:
     (tmp_path / "fruit").mkdir()
     done = devtune("train", "--out", str(tmp_path / "b"), "--data", str(tmp_path / "fruit"))
