@@ -12,22 +12,20 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
-from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
 
 from cloud_server.app import create_app
+from cloud_server.cpus import available_cpus
 from cloud_server.settings import CloudSettings
 
-__all__ = ["JsonFormatter", "available_cpus", "resolve_workers", "serve", "worker_app"]
+__all__ = ["JsonFormatter", "resolve_workers", "serve", "worker_app"]
 
 _WORKER_SETTINGS = "_DEVTUNE_CLOUD_WORKER_SETTINGS"
 """The supervisor's settings as JSON, for the workers it spawns (not a DEVTUNE_CLOUD_ field)."""
-_CGROUP = Path("/sys/fs/cgroup")
 
 
 class JsonFormatter(logging.Formatter):
@@ -46,35 +44,6 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
-
-
-def cgroup_cpu_quota(root: Path = _CGROUP) -> float | None:
-    """CPUs the cgroup's quota allows (cgroup v2 ``cpu.max``, or v1 ``cpu.cfs_quota_us`` over
-    ``cpu.cfs_period_us``); None when there is no quota or no cgroup file to read."""
-    try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-    except (OSError, ValueError):
-        return None
-    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
-
-
-def available_cpus(root: Path = _CGROUP) -> int:
-    """Whole CPUs this process may use: its affinity mask, capped by the cgroup quota rounded down
-    (a quota of 1.5 CPUs gives 1: a second process would only be throttled); at least 1."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    quota = cgroup_cpu_quota(root)
-    if quota is not None:
-        cpus = min(cpus, math.floor(quota))
-    return max(1, cpus)
 
 
 def resolve_workers(settings: CloudSettings) -> int:

@@ -96,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="joint training epochs (default: the bundle's); 0 skips the joint run")
     parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads per training")
     parser.add_argument("--jobs", type=int, default=None,
-                        help="trainings run at once, each in its own process (default: one per usable CPU)")
+                        help="trainings run at once, each in its own process (default: one per CPU this process may use)")
     parser.add_argument("--quick", action="store_true",
                         help="CI-sized: 1000 training and 300 test samples, 3 tune epochs, 1 joint epoch")
     parser.add_argument("--no-plot", dest="plot", action="store_false", help="skip the plot")
@@ -193,10 +193,6 @@ def _pool(jobs: int) -> Executor:
     # fork: the workers inherit _FROZEN and the data sets; torch runs one thread in this
     # process, so the children inherit no thread pool to break
     return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"))
-
-
-def usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def spec_info(spec: Any) -> TaskInfo:
@@ -309,7 +305,9 @@ def _measure(args: argparse.Namespace) -> TransferReport:
     baseline = (_freeze("baseline", Path(args.baseline), train, val, test, args.threads)
                 if args.baseline is not None else None)
     config = TuneConfig(threads=args.threads, **({"epochs": tune_epochs} if tune_epochs else {}))
-    jobs = args.jobs or usable_cpus()
+    from cloud_server.cpus import available_cpus
+
+    jobs = args.jobs or available_cpus()
     log.info("%d tunings%s in %d processes", len(infos) * (2 if baseline else 1),
              " and the joint run" if joint_epochs != 0 else "", jobs)
     try:

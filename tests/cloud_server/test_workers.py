@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cloud_server.serve import available_cpus, cgroup_cpu_quota, resolve_workers
+from cloud_server.cpus import available_cpus, cgroup_cpu_quota
+from cloud_server.serve import resolve_workers
 from cloud_server.settings import CloudSettings
 from device_client import DeviceEncoder
 from devtune.server_process import ServerProcess
