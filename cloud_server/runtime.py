@@ -9,7 +9,6 @@ into one batch (the batcher concatenates rows) and the trunk still sees which to
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,8 +68,6 @@ class CloudBundle:
         self.text = self.manifest.is_text
         self.trunk_passes = 0  # how often the trunk ran: once per batch, whatever the tasks
         self._codecs: dict[int, Codec] = {}
-        self._last: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None  # rows, features
-        self._lock = threading.Lock()
 
     @property
     def fingerprint(self) -> str:
@@ -80,8 +77,7 @@ class CloudBundle:
         """Run every decoder once so the first real request pays no start-up cost."""
         n, c = self.manifest.representation.shape
         z = self._rows(np.zeros((1, min(n, 2) if self.text else n, c), dtype=np.float32))
-        for name in self.task_names:
-            self.run(name, z)
+        self.run_tasks(z, self.task_names)
         self.trunk_passes = 0
 
     def decode(self, request: PredictRequest) -> Decoded:
@@ -158,14 +154,11 @@ class CloudBundle:
         return rows
 
     def features(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """The trunk's features (B, D) for decoder input ``rows``; the last rows asked for are
-        kept, so the heads of one batch share one trunk pass."""
+        """The trunk's features (B, D) for decoder input ``rows``: one trunk pass, which every
+        head of the batch then reads (``run_tasks``, the batcher)."""
         if self.trunk is None:
             raise UnknownTask(f"{self.manifest.name} has no trunk; its tasks take the representation",
                               known=self.task_names)
-        with self._lock:
-            if self._last is not None and self._last[0] is rows:
-                return self._last[1]
         if self.text:
             mask = rows[:, :, -1]
             tokens = max(1, int(mask.sum(axis=1).max()))  # drop the padding no row uses
@@ -173,11 +166,8 @@ class CloudBundle:
         else:
             z, attention = rows, np.ones(rows.shape[:2], dtype=np.int64)
         (out,) = self.trunk.run(None, {"z": np.ascontiguousarray(z), "attention_mask": attention})
-        features = np.asarray(out, dtype=np.float32)
-        with self._lock:
-            self.trunk_passes += 1
-            self._last = (rows, features)  # holding rows keeps its id from being reused
-        return features
+        self.trunk_passes += 1  # how many trunk passes ran (tests check one a batch)
+        return np.asarray(out, dtype=np.float32)
 
     def run_head(self, task: str, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """A trunk head on features (B, D) that ``features`` gave (a caller may take any rows of them)."""
@@ -186,7 +176,9 @@ class CloudBundle:
 
     def run_tasks(self, rows: npt.NDArray[np.float32], tasks: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
         """Every task in ``tasks`` on the same rows: the trunk (if any) once, then each head."""
-        return {task: self.run(task, rows) for task in tasks}
+        features = self.features(rows) if any(task in self.on_trunk for task in tasks) else None
+        return {task: self.run_head(task, features) if features is not None and task in self.on_trunk
+                else self.run(task, rows) for task in tasks}
 
     def resolve_tasks(self, tasks: list[str] | None) -> list[str]:
         if tasks is None:
