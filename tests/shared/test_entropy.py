@@ -381,19 +381,22 @@ def test_garbage_never_escapes_as_another_error(
     assert encode(decoded, cdf, 15) == garbage  # if it decodes, it is a real payload
 
 
-@pytest.mark.parametrize(
-    ("symbols", "match"),
-    [
-        (np.array([[0, 1], [300, 2]]), r"symbol 300 at index \(1, 0\) is outside the table's 4 levels"),
-        (np.array([[0, -1]]), r"symbol -1 at index \(0, 1\)"),
-        (np.array([[0, 4]], dtype=np.uint8), r"symbol 4 at index \(0, 1\)"),
-        (np.zeros((2, 3), dtype=np.uint8), "do not end in the table's 2 channels"),
-        (np.array(1), "do not end in the table's 2 channels"),
-        (np.zeros((2, 2)), "must be integers"),
-    ],
-)
+# symbols a coder with BAD_SYMBOLS_TABLE must refuse, and what it says (TableCoder's check,
+# so the rans-lanes tests use the same cases)
+BAD_SYMBOLS_TABLE = [[64, 64, 64, 64], [1, 1, 1, 253]]
+BAD_SYMBOLS = [
+    (np.array([[0, 1], [300, 2]]), r"symbol 300 at index \(1, 0\) is outside the table's 4 levels"),
+    (np.array([[0, -1]]), r"symbol -1 at index \(0, 1\)"),
+    (np.array([[0, 4]], dtype=np.uint8), r"symbol 4 at index \(0, 1\)"),
+    (np.zeros((2, 3), dtype=np.uint8), "do not end in the table's 2 channels"),
+    (np.array(1), "do not end in the table's 2 channels"),
+    (np.zeros((2, 2)), "must be integers"),
+]
+
+
+@pytest.mark.parametrize(("symbols", "match"), BAD_SYMBOLS)
 def test_bad_symbols_are_refused(symbols: npt.NDArray[Any], match: str) -> None:
-    cdf = cdf_from_freqs([[64, 64, 64, 64], [1, 1, 1, 253]])
+    cdf = cdf_from_freqs(BAD_SYMBOLS_TABLE)
     with pytest.raises(CodecError, match=match):
         encode(symbols, cdf, 8)
 

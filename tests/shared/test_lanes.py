@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from shared.entropy import LanesCoder, cdf_from_freqs, encode, ideal_bits, quantize_pmf
 from shared.entropy.lanes_layout import information, lanes_for
 from shared.errors import CodecError
-from tests.shared.test_entropy import draw, make_freqs
+from tests.shared.test_entropy import BAD_SYMBOLS, BAD_SYMBOLS_TABLE, draw, make_freqs
 
 GOLDEN = Path(__file__).parent / "golden"
 FAST = settings(deadline=None, max_examples=60, derandomize=True)
@@ -290,20 +290,10 @@ def test_garbage_never_escapes_as_another_error(
         assert coder.encode(decoded) == garbage  # if it decodes, it is a real payload
 
 
-@pytest.mark.parametrize(
-    ("symbols", "match"),
-    [
-        (np.array([[0, 1], [300, 2]]), r"symbol 300 at index \(1, 0\) is outside the table's 4 levels"),
-        (np.array([[0, -1]]), r"symbol -1 at index \(0, 1\)"),
-        (np.array([[0, 4]], dtype=np.uint8), r"symbol 4 at index \(0, 1\)"),
-        (np.zeros((2, 3), dtype=np.uint8), "do not end in the table's 2 channels"),
-        (np.array(1), "do not end in the table's 2 channels"),
-        (np.zeros((2, 2)), "must be integers"),
-    ],
-)
+@pytest.mark.parametrize(("symbols", "match"), BAD_SYMBOLS)
 def test_bad_symbols_are_refused(symbols: npt.NDArray[Any], match: str) -> None:
     with pytest.raises(CodecError, match=match):
-        LanesCoder(cdf_from_freqs([[64, 64, 64, 64], [1, 1, 1, 253]]), 8).encode(symbols)
+        LanesCoder(cdf_from_freqs(BAD_SYMBOLS_TABLE), 8).encode(symbols)
 
 
 # --- size --------------------------------------------------------------------------
