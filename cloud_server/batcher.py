@@ -3,6 +3,8 @@
 Requests wait in a bounded queue. The worker takes what is queued (up to
 ``max_batch_size`` samples) and runs each wanted task's decoder once over the rows of
 every request that asked for it, in a worker thread so the event loop keeps accepting.
+A pass's tasks are independent, so with ``pass_threads`` above 1 they run side by side on
+that many threads: on two cores a pass of five decoders takes the time of three.
 
 Batching is adaptive: the worker waits for company (up to ``max_delay`` after the first
 request was queued) only while other requests are on their way to this batcher, counted
@@ -86,6 +88,7 @@ class Batcher:
         queue_deadline_ms: float = 5000.0,
         alone: Callable[[], bool] | None = None,
         inline_samples: int = 0,
+        pass_threads: int = 1,
     ) -> None:
         self.bundle = bundle
         self.alone = alone  # None: every pass runs on the decoder thread
@@ -104,6 +107,9 @@ class Batcher:
         self._last_pass_lone = False  # the last pass served one request: traffic comes one at a time
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decoder")
+        self._pass_threads = pass_threads
+        self._pool = (ThreadPoolExecutor(max_workers=pass_threads - 1, thread_name_prefix="decoder-task")
+                      if pass_threads > 1 else None)  # the other tasks of a pass, beside its thread
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -148,6 +154,8 @@ class Batcher:
                 await asyncio.wait({self._task})
         self._fail_pending(NotServing(f"{self.label} was unloaded before this request ran; retry shortly"))
         self._executor.shutdown(wait=False)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
 
     async def submit(self, decoded: Decoded) -> BatchOutcome:
         if not self._accepting or self.failure is not None or (self._task is not None and self._task.done()):
@@ -273,23 +281,41 @@ class Batcher:
 
     def _compute(self, batch: list[_Item]) -> list[Outputs]:
         """One decoder pass per task over the rows of every request that wants it. A bundle's
-        shared trunk runs once over the whole batch, and each head on it takes its members' rows."""
+        shared trunk runs once over the whole batch, and each head on it takes its members' rows.
+        With ``pass_threads`` above 1 the tasks' decoders run side by side, this thread and the
+        pool's each taking a share (ONNX Runtime lets go of the GIL while a decoder runs)."""
         z = np.concatenate([item.decoded.z for item in batch]) if len(batch) > 1 else batch[0].decoded.z
         bounds = np.cumsum([0] + [item.size for item in batch])
-        results: list[Outputs] = [{} for _ in batch]
-        wanted = dict.fromkeys(task for item in batch for task in item.decoded.tasks)
+        wanted = list(dict.fromkeys(task for item in batch for task in item.decoded.tasks))
         on_trunk = self.bundle.on_trunk
         features = self.bundle.features(z) if any(task in on_trunk for task in wanted) else None
-        for task in wanted:
-            members = [i for i, item in enumerate(batch) if task in item.decoded.tasks]
+
+        def members(task: str) -> list[int]:
+            return [i for i, item in enumerate(batch) if task in item.decoded.tasks]
+
+        def run(task: str) -> npt.NDArray[np.float32]:
             source = features if features is not None and task in on_trunk else z
-            if len(members) == len(batch):
-                rows = source
-            else:
-                rows = np.concatenate([source[bounds[i] : bounds[i + 1]] for i in members])
-            out = self.bundle.run_head(task, rows) if source is features else self.bundle.run(task, rows)
-            offset = 0
-            for i in members:
+            chosen = members(task)
+            rows = source if len(chosen) == len(batch) else np.concatenate(
+                [source[bounds[i] : bounds[i + 1]] for i in chosen])
+            return self.bundle.run_head(task, rows) if source is features else self.bundle.run(task, rows)
+
+        def run_all(tasks: list[str]) -> list[npt.NDArray[np.float32]]:
+            return [run(task) for task in tasks]
+
+        if self._pool is not None and len(wanted) > 1:
+            k = min(self._pass_threads, len(wanted))
+            shares = [wanted[j::k] for j in range(k)]  # dealt out in turns; this thread takes the first
+            others = [self._pool.submit(run_all, share) for share in shares[1:]]
+            outs = dict(zip(shares[0], run_all(shares[0])))
+            for share, future in zip(shares[1:], others):
+                outs.update(zip(share, future.result()))
+        else:
+            outs = dict(zip(wanted, run_all(wanted)))
+        results: list[Outputs] = [{} for _ in batch]
+        for task in wanted:  # in the order asked for: the answers list them so
+            out, offset = outs[task], 0
+            for i in members(task):
                 size = batch[i].size
                 results[i][task] = out[offset : offset + size]
                 offset += size

@@ -102,6 +102,7 @@ class DataPlane:
             self.settings.queue_deadline_ms,
             alone=lambda: self.metrics.in_flight <= 1,  # only this request in the app (Observe counts)
             inline_samples=INLINE_SAMPLES,
+            pass_threads=self.settings.pass_thread_count(),
         )
         async with self._lock:
             batcher.start()

@@ -19,7 +19,6 @@ import uvicorn
 from fastapi import FastAPI
 
 from cloud_server.app import create_app
-from cloud_server.cpus import available_cpus
 from cloud_server.settings import CloudSettings
 
 __all__ = ["JsonFormatter", "resolve_workers", "serve", "worker_app"]
@@ -48,7 +47,7 @@ class JsonFormatter(logging.Formatter):
 
 def resolve_workers(settings: CloudSettings) -> int:
     """The number of server processes ``settings`` asks for (0: ``available_cpus()``)."""
-    return settings.workers or available_cpus()
+    return settings.worker_count()
 
 
 def _configure_logging(settings: CloudSettings) -> None:

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cloud_server.cpus import available_cpus
+
 __all__ = ["CloudSettings"]
 
 
@@ -24,6 +26,10 @@ class CloudSettings(BaseSettings):
     """TCP port to listen on."""
     threads: int = Field(1, ge=1, le=64)
     """ONNX Runtime intra-op threads per decoder session."""
+    pass_threads: int = Field(0, ge=0, le=64)
+    """Threads that run one decoder pass's tasks side by side, so a pass of k tasks takes about
+    k / pass_threads decoder runs of time (1: one after the other; 0: the usable CPUs shared out
+    among the workers, at least 1)."""
     workers: int = Field(1, ge=0, le=256)
     """Server processes on the one port, each with its own event loop, decoders and batcher (0: one
     per whole CPU this process may use: its CPU affinity, capped by a cgroup CPU quota such as
@@ -72,3 +78,11 @@ class CloudSettings(BaseSettings):
     """Write logs as JSON lines with the request id."""
     log_level: str = "info"
     """Python logging level of the server."""
+
+    def worker_count(self) -> int:
+        """Server processes to start: ``workers``, or one per usable CPU when it is 0."""
+        return self.workers or available_cpus()
+
+    def pass_thread_count(self) -> int:
+        """Threads per decoder pass: ``pass_threads``, or the usable CPUs over the workers when it is 0."""
+        return self.pass_threads or max(1, available_cpus() // self.worker_count())

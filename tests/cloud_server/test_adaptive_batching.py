@@ -137,3 +137,42 @@ def test_a_lone_request_runs_its_pass_on_the_loop_and_company_goes_to_the_decode
     assert ran_on[1] == loop_thread
     assert all(name.startswith("decoder") for i, name in enumerate(ran_on) if i != 1), ran_on
     assert len(ran_on) == 5  # the last two requests shared one pass
+
+
+def test_a_pass_on_two_threads_runs_its_tasks_side_by_side_and_answers_as_one_thread_does(
+    tiny_bundle: Path, encoder: DeviceEncoder, images: list[npt.NDArray[np.uint8]]
+) -> None:
+    """``pass_threads=2``: a pass of several tasks runs them on two threads at once, and every
+    request (each wanting other tasks) gets exactly what the one-thread pass gives it."""
+    import threading
+
+    bundle = CloudBundle(tiny_bundle)
+    names = bundle.task_names
+    assert len(names) >= 3
+    wants = [names, names[:1], names[1:], [names[-1], names[0]]]
+    decoded = [bundle.decode_symbols(encoder.encode(images[i : i + 2]).symbols, tasks)
+               for i, tasks in enumerate(wants)]
+    ran_on: list[str] = []
+    run = bundle.run
+
+    def recording_run(task: str, z: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        ran_on.append(threading.current_thread().name)
+        return run(task, z)
+
+    async def scenario(pass_threads: int) -> list[dict[str, npt.NDArray[np.float32]]]:
+        batcher = Batcher(bundle, max_batch_size=64, max_delay_ms=DELAY_MS, pass_threads=pass_threads)
+        batcher.start()
+        outcomes = await asyncio.gather(*(batcher.submit(item) for item in decoded))
+        await batcher.stop()
+        assert {outcome.batch_size for outcome in outcomes} == {8}  # one pass for all four
+        return [outcome.outputs for outcome in outcomes]
+
+    alone = asyncio.run(scenario(1))
+    bundle.run = recording_run  # type: ignore[method-assign]
+    side_by_side = asyncio.run(scenario(2))
+    assert {name.split("_")[0] for name in ran_on} == {"decoder", "decoder-task"}, ran_on
+    assert len(ran_on) == len(names)  # each task once, over the rows of the requests that want it
+    for want, one, two in zip(wants, alone, side_by_side):
+        assert set(two) == set(want)
+        for task in want:
+            np.testing.assert_array_equal(one[task], two[task])

@@ -91,3 +91,11 @@ def test_workers_zero_means_one_per_cpu_and_a_negative_count_is_refused() -> Non
     assert resolve_workers(CloudSettings(workers=0)) == available_cpus()
     with pytest.raises(ValueError, match="workers"):
         CloudSettings(workers=-1)
+
+
+def test_pass_threads_zero_shares_the_cpus_out_among_the_workers() -> None:
+    cpus = available_cpus()
+    assert CloudSettings(pass_threads=3).pass_thread_count() == 3
+    assert CloudSettings(workers=1).pass_thread_count() == cpus  # one process: every core for its passes
+    assert CloudSettings(workers=0).pass_thread_count() == 1  # a worker per core: one thread each
+    assert CloudSettings(workers=2 * cpus).pass_thread_count() == 1  # never below one
