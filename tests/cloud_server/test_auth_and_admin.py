@@ -38,13 +38,13 @@ def _version_copy(bundle: Path, target: Path, version: int) -> Path:
 
 def test_inference_needs_a_key(keyed_server: str, tiny_bundle: Path) -> None:
     image = make_shapes("test", count=1).images
-    with DeviceClient(tiny_bundle, keyed_server) as client:
-        with pytest.raises(RemoteError, match="401.*API key") as info:
-            client.predict(list(image))
+    with (DeviceClient(tiny_bundle, keyed_server) as client,
+          pytest.raises(RemoteError, match="401.*API key") as info):
+        client.predict(list(image))
     assert info.value.status == 401
-    with DeviceClient(tiny_bundle, keyed_server, api_key="wrong") as client:
-        with pytest.raises(RemoteError, match="403"):
-            client.predict(list(image))
+    with (DeviceClient(tiny_bundle, keyed_server, api_key="wrong") as client,
+          pytest.raises(RemoteError, match="403")):
+        client.predict(list(image))
     with DeviceClient(tiny_bundle, keyed_server, api_key=USER) as client:
         assert client.predict(list(image)).response.predictions
 

@@ -119,15 +119,15 @@ def test_bad_requests_get_4xx_with_a_reason_and_the_server_keeps_answering(
 
 def test_client_turns_error_answers_into_clear_messages(server: str, tiny_bundle: Path,
                                                         images: np.ndarray) -> None:
-    with DeviceClient(tiny_bundle, server) as client:
-        with pytest.raises(RemoteError, match="404 unknown_task.*weather") as info:
-            client.predict(list(images[:1]), tasks=["weather"])
+    with (DeviceClient(tiny_bundle, server) as client,
+          pytest.raises(RemoteError, match="404 unknown_task.*weather") as info):
+        client.predict(list(images[:1]), tasks=["weather"])
     assert info.value.status == 404
 
 
 def test_client_says_when_the_server_is_unreachable(tiny_bundle: Path, images: np.ndarray) -> None:
     from devtune.server_process import free_port
 
-    with DeviceClient(tiny_bundle, f"http://127.0.0.1:{free_port()}", retries=1) as client:
-        with pytest.raises(RemoteError, match="cannot reach .*devtune serve"):
-            client.predict(list(images[:1]))
+    with (DeviceClient(tiny_bundle, f"http://127.0.0.1:{free_port()}", retries=1) as client,
+          pytest.raises(RemoteError, match="cannot reach .*devtune serve")):
+        client.predict(list(images[:1]))
