@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from devtune.bench.loadgen import LevelResult, OpenLoopResult
 from devtune.bench.serve.cli import plan_from_args
 from devtune.bench.serve.decoders import DecoderPasses, DecoderRate
@@ -51,6 +53,10 @@ def test_bench_serve_prints_one_json_object_whose_counts_add_up(tiny_bundle: Pat
         assert stages["app"] > 0 and stages["compute"] > 0 and stages["decode"] >= 0, row
         assert row["errors"] == 0 and row["answered"] > 0, row
         assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"], row
+        # the server's CPU is read around the warm-up as well, so it is shared over those requests too
+        assert row["warmup_sent"] > 0, row
+        served = row["sent"] + row["warmup_sent"]
+        assert row["server_cpu_ms_per_request"] == pytest.approx(row["server_cpu_s"] / served * 1000, rel=0.02), row
     assert all(r["mean_batch"] == 1.0 for r in levels if not r["batching"])
 
     raw = report["raw_decoder"]

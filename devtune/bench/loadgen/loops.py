@@ -36,6 +36,12 @@ class LevelResult:
     p99_ms: float
     client_cpu_s: float  # CPU this process used during the level (all threads)
     latencies_ms: tuple[float, ...] = field(default=(), repr=False)  # of answered requests, to pool runs
+    warmup_sent: int = 0  # requests of the warm-up before it: a server's CPU counted over both serves them all
+
+    @property
+    def served(self) -> int:
+        """Requests the server handled from the start of the warm-up: what its CPU time covers."""
+        return self.sent + self.warmup_sent
 
 
 @dataclass(frozen=True)
@@ -97,8 +103,9 @@ async def _closed_loop(
 ) -> LevelResult:
     pool = open_pool(client, workload, concurrency, timeout)
     try:
+        warmup = {"sent": 0}
         if warmup_s > 0:  # open the connections, let the server reach its steady state
-            await _closed(pool.post, concurrency, warmup_s, max(concurrency * 4, max_requests // 10))
+            _, warmup = await _closed(pool.post, concurrency, warmup_s, max(concurrency * 4, max_requests // 10))
         cpu, started = time.process_time(), time.perf_counter()
         latencies, counts = await _closed(pool.post, concurrency, seconds, max_requests)
         elapsed = time.perf_counter() - started
@@ -118,6 +125,7 @@ async def _closed_loop(
         p99_ms=percentile(latencies, 99),
         client_cpu_s=round(cpu, 3),
         latencies_ms=tuple(latencies),
+        warmup_sent=warmup["sent"],
     )
 
 

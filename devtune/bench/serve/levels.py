@@ -101,7 +101,8 @@ def _run_level(server: _Server, encoding: str, concurrency: int, plan: Plan) -> 
         mean_batch=round(batch, 2),
         decoder_rps_in_server=round(batch / compute_ms * 1000, 1) if compute_ms else 0.0,
         server_cpu_s=round(cpu, 3) if cpu is not None else None,
-        server_cpu_ms_per_request=round(cpu / sent * 1000, 3) if cpu is not None else None,
+        # the snapshots span the warm-up too, so its requests count
+        server_cpu_ms_per_request=round(cpu / max(1, result.served) * 1000, 3) if cpu is not None else None,
         client_cpu_ms_per_request=round(result.client_cpu_s / sent * 1000, 3),
         server=server.name,
         stages_ms=stats.stages_ms,
@@ -167,6 +168,7 @@ def merge_rounds(levels: list[Level]) -> list[Level]:
             throughput_rps=round(_median([r.throughput_rps for r in results]), 1),
             p50_ms=percentile(latencies, 50), p90_ms=percentile(latencies, 90), p99_ms=percentile(latencies, 99),
             client_cpu_s=round(sum(r.client_cpu_s for r in results), 3), latencies_ms=latencies,
+            warmup_sent=sum(r.warmup_sent for r in results),
         )
         cpu = [r.server_cpu_s for r in rounds]
         cpu_per_request = [r.server_cpu_ms_per_request for r in rounds]

@@ -62,7 +62,7 @@ def workers_scaling(bundle: Path, bodies: Bodies, plan: Plan) -> list[WorkerCoun
                 result = closed_loop(workload, c, plan.seconds, plan.max_requests, plan.warmup_s, plan.timeout,
                                      plan.client)
                 after = process_tree_cpu_seconds(pid)
-                cpu = (after - before) / max(1, result.sent) * 1000 if after is not None and before is not None \
+                cpu = (after - before) / max(1, result.served) * 1000 if after is not None and before is not None \
                     else None
                 runs[n].append((result.throughput_rps, cpu, result.latencies_ms, result.errors + result.refused_503))
                 log.info("workers %d c=%d: %.1f req/s, p99 %.1f ms", n, c, result.throughput_rps, result.p99_ms)
