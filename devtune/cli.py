@@ -93,6 +93,7 @@ def _train(args: argparse.Namespace) -> int:
         fallback=args.fallback,
         objective=args.objective,
         distortion=args.distortion,
+        distortion_warmup=args.distortion_warmup,
     )
     _print_bundle(manifest, args.out)
     return 0
@@ -263,6 +264,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    "the tasks and the rate only")
     p.add_argument("--distortion", type=float, default=None,
                    help="weight of the thumbnail's squared error in the rd objective (default 2)")
+    p.add_argument("--distortion-warmup", type=float, default=None, metavar="FRACTION",
+                   help="fraction of the training steps over which that weight grows from 0 to its "
+                   "value, so the tasks shape the representation first (default 0: full weight from the start)")
 
 
 def build_parser() -> argparse.ArgumentParser:

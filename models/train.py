@@ -22,6 +22,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "distortion",
+    "distortion_weight",
     "evaluate",
     "heads_for",
     "metric_for",
@@ -47,6 +48,8 @@ class TrainConfig:
     tasks: tuple[str, ...] | None = None  # None: every task not held out
     distortion: float = 0.0  # weight of the preview's mean squared error (needs ModelConfig.preview):
     # the task-agnostic part of the objective, so the representation keeps what no task names
+    distortion_warmup: float = 0.0  # fraction of the steps over which that weight grows from 0 to
+    # its full value: the tasks shape the representation first, the thumbnail fills what is left
 
     @property
     def objective(self) -> str:
@@ -118,6 +121,13 @@ def task_loss(head: TaskHead, out: torch.Tensor, target: torch.Tensor) -> torch.
 
 
 @torch.no_grad()
+def distortion_weight(tcfg: TrainConfig, step: int, total: int) -> float:
+    """The thumbnail error's weight at ``step`` of ``total``: growing linearly from 0 over the
+    first ``distortion_warmup`` of the steps, then ``distortion``."""
+    ramp = tcfg.distortion_warmup * total
+    return tcfg.distortion * (min(1.0, step / ramp) if ramp > 0 else 1.0)
+
+
 def distortion(result: TrainResult, data: Dataset) -> float:
     """Mean squared error of the preview against the input thumbnail (normalized units)."""
     model, side = result.model, result.model.cfg.preview
@@ -195,7 +205,8 @@ def train(cfg: ModelConfig, tcfg: TrainConfig, data: Dataset, progress: bool = T
             }
             loss = sum(losses.values()) + tcfg.rate_lambda * rate.mean()
             if tcfg.distortion:
-                loss = loss + tcfg.distortion * F.mse_loss(outputs[PREVIEW], thumbnail(x, cfg.preview))
+                weight = distortion_weight(tcfg, epoch * steps_per_epoch + step, total)
+                loss = loss + weight * F.mse_loss(outputs[PREVIEW], thumbnail(x, cfg.preview))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -37,8 +37,8 @@ def ensure_bundle(bundle: Path, data: str = "shapes") -> None:
 
 
 def joint_train_config(manifest: Manifest, tasks: Sequence[str], epochs: int | None = None) -> TrainConfig:
-    """The bundle's training again (epochs, rate lambda, distortion weight and seed from its manifest)
-    with ``tasks`` added.
+    """The bundle's training again (epochs, rate lambda, distortion weight, its warm-up and the seed,
+    from its manifest) with ``tasks`` added.
 
     ``epochs`` overrides the bundle's. Training the bundle's model config with this from
     scratch gives what the added tasks reach when they are there from the start.
@@ -52,4 +52,5 @@ def joint_train_config(manifest: Manifest, tasks: Sequence[str], epochs: int | N
         seed=int(facts.get("seed", TrainConfig.seed)),
         tasks=(*manifest.task_names, *tasks),
         distortion=float(facts.get("distortion", 0.0)),
+        distortion_warmup=float(facts.get("distortion_warmup", 0.0)),
     )

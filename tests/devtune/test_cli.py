@@ -172,3 +172,15 @@ def test_progress_bars_are_drawn_only_on_a_terminal(monkeypatch: pytest.MonkeyPa
     bar.set_postfix(loss="0.1")
     bar.close()
     assert len(terminal.getvalue()) == drawn
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--distortion-warmup", "2"), r"warm-up 2.0 is not a fraction .* from 0 .* to 1"),
+    (("--objective", "supervised", "--distortion-warmup", "0.5"), "has no distortion term; use --objective rd"),
+])
+def test_a_distortion_warm_up_that_cannot_apply_is_refused_before_training(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    done = devtune("train", "--out", str(tmp_path / "b"), *args)
+    assert_refused(done, 2, message)
+    assert not (tmp_path / "b").exists()

@@ -9,7 +9,7 @@ import torch
 
 from models.data import make_shapes
 from models.model import PREVIEW, ModelConfig
-from models.train import TrainConfig, distortion, train
+from models.train import TrainConfig, distortion, distortion_weight, train
 from shared.errors import ConfigError
 
 TINY = ModelConfig(dim=32, depth=1, heads=2, decoder_dim=32, bits=4, preview=16)
@@ -57,3 +57,10 @@ def test_rd_objective_trains_a_preview_that_beats_a_constant_image() -> None:
 def test_distortion_without_a_preview_decoder_is_refused() -> None:
     with pytest.raises(ConfigError, match="preview"):
         train(dataclasses.replace(TINY, preview=0), RD, make_shapes("train", count=64), progress=False)
+
+
+
+def test_a_distortion_warm_up_gives_the_tasks_the_first_steps() -> None:
+    warmed = TrainConfig(distortion=2.0, distortion_warmup=0.5)
+    assert [distortion_weight(warmed, step, 100) for step in (0, 25, 50, 99)] == [0.0, 1.0, 2.0, 2.0]
+    assert distortion_weight(TrainConfig(distortion=2.0), 0, 100) == 2.0  # no warm-up: full weight at once
