@@ -56,7 +56,7 @@ def run_demo(bundle: Path, samples: int | None = None, as_json: bool = False, re
 
     started = time.perf_counter()
     if retrain or not (bundle / MANIFEST_FILE).is_file():
-        log.info("no bundle at %s: training the default one (about 3 minutes on 2 cores)", bundle)
+        log.info("no bundle at %s: training the default one (about 6 minutes on 2 cores)", bundle)
         train_bundle(bundle, progress=not as_json)
     else:
         log.info("reusing the bundle at %s (--retrain to train again)", bundle)
