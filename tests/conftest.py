@@ -27,7 +27,7 @@ def train_tiny_bundle(out: Path, name: str, count: int = 512, epochs: int = 1, p
     data = make_shapes("train", count=count)
     cfg = ModelConfig(dim=32, depth=1, heads=2, decoder_dim=32, bits=4, preview=preview)
     result = train(cfg, TrainConfig(epochs=epochs, batch_size=64, distortion=distortion), data, progress=False)
-    export_bundle(result, data, out, name=name)
+    export_bundle(result, data, out, name=name, training={"distortion": distortion} if distortion else None)
     return out
 
 

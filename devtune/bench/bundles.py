@@ -50,7 +50,8 @@ def joint_train_config(manifest: Manifest, tasks: Sequence[str], epochs: int | N
         epochs=epochs or int(facts.get("epochs", TrainConfig.epochs)),
         rate_lambda=float(facts.get("rate_lambda", TrainConfig.rate_lambda)),
         seed=int(facts.get("seed", TrainConfig.seed)),
-        tasks=(*manifest.task_names, *tasks),
+        # an rd bundle serves its preview as a task of kind image: not a label, the distortion term
+        tasks=(*(task.name for task in manifest.tasks if task.kind != "image"), *tasks),
         distortion=float(facts.get("distortion", 0.0)),
         distortion_warmup=float(facts.get("distortion_warmup", 0.0)),
     )

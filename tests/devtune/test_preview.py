@@ -72,3 +72,18 @@ def test_preview_of_a_bundle_without_one_is_refused(tiny_bundle: Path, tmp_path:
     Picture.fromarray(make_shapes("test", count=1).images[0]).save(image)
     code = main(["predict", str(image), "--bundle", str(tiny_bundle), "--preview", str(tmp_path / "x.png")])
     assert code == 2  # a configuration error, said in one line
+
+
+def test_the_joint_run_of_an_rd_bundle_trains_its_tasks_and_the_preview_again(rd_bundle: Path) -> None:
+    """bench transfer's and bench tune's ceiling: the bundle's training with a held-out task added.
+    The preview is served as a task but is the distortion term's, not a label of the data."""
+    from devtune.bench.bundles import joint_train_config
+    from models.train import train
+    from models.tune import bundle_config
+
+    manifest = read_manifest(rd_bundle)
+    config = joint_train_config(manifest, ["quadrant"], epochs=1)
+    assert config.tasks == (*manifest.default_tasks, "quadrant") and config.distortion == 2.0
+    result = train(bundle_config(rd_bundle, manifest), config, make_shapes("train", count=64), progress=False)
+    assert [head.name for head in result.heads] == [*manifest.default_tasks, "quadrant"]
+    assert result.model.cfg.preview == 16  # the thumbnail is rebuilt again, as the bundle's training did
