@@ -290,12 +290,11 @@ class Batcher:
         on_trunk = self.bundle.on_trunk
         features = self.bundle.features(z) if any(task in on_trunk for task in wanted) else None
 
-        def members(task: str) -> list[int]:
-            return [i for i, item in enumerate(batch) if task in item.decoded.tasks]
+        members = {task: [i for i, item in enumerate(batch) if task in item.decoded.tasks] for task in wanted}
 
         def run(task: str) -> npt.NDArray[np.float32]:
             source = features if features is not None and task in on_trunk else z
-            chosen = members(task)
+            chosen = members[task]
             rows = source if len(chosen) == len(batch) else np.concatenate(
                 [source[bounds[i] : bounds[i + 1]] for i in chosen])
             return self.bundle.run_head(task, rows) if source is features else self.bundle.run(task, rows)
@@ -315,7 +314,7 @@ class Batcher:
         results: list[Outputs] = [{} for _ in batch]
         for task in wanted:  # in the order asked for: the answers list them so
             out, offset = outs[task], 0
-            for i in members(task):
+            for i in members[task]:
                 size = batch[i].size
                 results[i][task] = out[offset : offset + size]
                 offset += size
